@@ -72,7 +72,7 @@ impl PartialRecord {
     /// Adds the committed record's place in the store.
     pub fn complete(mut self, location: Location, sequence: u64) -> InstanceRecord {
         self.record.location = location;
-        self.record.record_end = crate::storage::record_end(location);
+        self.record.record_end = crate::storage::record_end(&location);
         self.record.sequence = sequence;
         self.record.received_at_ms = unix_millis();
         self.record
