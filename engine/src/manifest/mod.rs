@@ -392,6 +392,11 @@ impl Manifest {
         Ok(query::instance_locations(&self.shared.reader())?)
     }
 
+    /// The store locations of every superseded copy, for fsck.
+    pub fn replaced_locations(&self) -> Result<Vec<crate::Location>, ManifestError> {
+        Ok(query::replaced_locations(&self.shared.reader())?)
+    }
+
     /// Row counts: patients, studies, series, instances, replaced.
     pub fn counts(&self) -> Result<ManifestCounts, ManifestError> {
         Ok(query::counts(&self.shared.reader())?)

@@ -35,6 +35,20 @@ pub(crate) fn instance_locations(
     rows.collect()
 }
 
+pub(crate) fn replaced_locations(conn: &Connection) -> rusqlite::Result<Vec<Location>> {
+    let mut stmt = conn.prepare_cached(
+        r#"SELECT segment, "offset", length FROM replaced_instances ORDER BY segment, "offset""#,
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Location {
+            segment: r.get(0)?,
+            offset: r.get(1)?,
+            length: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
 pub(crate) fn counts(conn: &Connection) -> rusqlite::Result<ManifestCounts> {
     conn.prepare_cached(
         "SELECT (SELECT count(*) FROM patients),
