@@ -20,9 +20,9 @@ pub fn association_ended() {
     gauge!("nectar_associations_active").decrement(1.0);
 }
 
-pub fn association_accepted(calling_ae_title: &str, called_ae_title: &str, accepted_contexts: usize) {
+pub fn association_accepted(accepted_contexts: usize) {
     counter!("nectar_associations_accepted_total").increment(1);
-    tracing::info!(calling_ae = calling_ae_title, called_ae = called_ae_title, accepted_contexts, "association accepted");
+    tracing::info!(accepted_contexts, "association accepted");
 }
 
 pub fn association_rejected(calling_ae_title: &str, called_ae_title: &str, reason: RejectReason) {

@@ -6,7 +6,7 @@ use nectar_codecs::pdu::{self, pdu_type, PDU_HEADER_LEN};
 
 use super::error::AssociationError;
 use super::io::{Connection, Fill};
-use super::{AssociationId, Services};
+use super::Services;
 use crate::telemetry;
 
 /// Largest A-ASSOCIATE-RQ accepted. A request with hundreds of presentation
@@ -16,7 +16,6 @@ const MAX_ASSOCIATE_RQ_LEN: u32 = 1024 * 1024;
 /// An association accepted by this SCP.
 pub struct Established {
     pub calling_ae_title: String,
-    pub called_ae_title: String,
     pub contexts: Vec<AcceptedContext>,
     /// Largest PDU the peer accepts; 0 means unlimited.
     pub peer_max_pdu_length: u32,
@@ -27,7 +26,6 @@ pub struct Established {
 pub async fn negotiate_association(
     conn: &mut Connection,
     services: &Services,
-    id: AssociationId,
 ) -> Option<Established> {
     let artim = services.limits.artim_timeout;
     let request = match tokio::time::timeout(artim, read_associate_rq(conn)).await {
@@ -59,8 +57,11 @@ pub async fn negotiate_association(
                 telemetry::association_failed(&error.into());
                 return None;
             }
-            telemetry::association_accepted(&calling_ae_title, &called_ae_title, contexts.len());
-            Some(Established { calling_ae_title, called_ae_title, contexts, peer_max_pdu_length })
+            let span = tracing::Span::current();
+            span.record("calling_ae", calling_ae_title.as_str());
+            span.record("called_ae", called_ae_title.as_str());
+            telemetry::association_accepted(contexts.len());
+            Some(Established { calling_ae_title, contexts, peer_max_pdu_length })
         }
         Negotiation::Reject { rj, reason } => {
             telemetry::association_rejected(

@@ -65,10 +65,16 @@ pub async fn supervise(
     services: Arc<Services>,
     signals: ShutdownSignals,
 ) {
-    let span = info_span!("association", association_id = id.id, peer = %id.peer);
+    let span = info_span!(
+        "association",
+        association_id = id.id,
+        peer = %id.peer,
+        calling_ae = tracing::field::Empty,
+        called_ae = tracing::field::Empty,
+    );
     async move {
         let abort_handle = stream.try_clone().ok();
-        let outcome = AssertUnwindSafe(run(stream, id, services, signals)).catch_unwind().await;
+        let outcome = AssertUnwindSafe(run(stream, services, signals)).catch_unwind().await;
         if let Err(panic) = outcome {
             let message = panic_message(&panic);
             telemetry::association_panicked(&message);
@@ -83,7 +89,6 @@ pub async fn supervise(
 
 async fn run(
     stream: std::net::TcpStream,
-    id: AssociationId,
     services: Arc<Services>,
     signals: ShutdownSignals,
 ) {
@@ -95,10 +100,10 @@ async fn run(
         }
     };
     let mut conn = io::Connection::new(stream);
-    let Some(established) = accept::negotiate_association(&mut conn, &services, id).await else {
+    let Some(established) = accept::negotiate_association(&mut conn, &services).await else {
         return;
     };
-    session::Session::new(conn, established, services, signals, id).run().await;
+    session::Session::new(conn, established, services, signals).run().await;
 }
 
 fn send_abort_blocking(socket: &mut std::net::TcpStream) {

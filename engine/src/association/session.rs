@@ -11,7 +11,7 @@ use super::accept::{abort_if_protocol, Established};
 use super::error::AssociationError;
 use super::io::{Connection, Fill};
 use super::store_scp::StoreInProgress;
-use super::{AssociationId, Services};
+use super::Services;
 use crate::shutdown::ShutdownSignals;
 use crate::telemetry;
 
@@ -38,7 +38,6 @@ enum End {
 pub struct Session {
     pub(super) conn: Connection,
     pub(super) services: Arc<Services>,
-    pub(super) id: AssociationId,
     pub(super) calling_ae_title: String,
     contexts: [Option<AcceptedContext>; 256],
     pub(super) peer_max_pdu_length: u32,
@@ -55,7 +54,6 @@ impl Session {
         established: Established,
         services: Arc<Services>,
         signals: ShutdownSignals,
-        id: AssociationId,
     ) -> Session {
         let mut contexts: [Option<AcceptedContext>; 256] = std::array::from_fn(|_| None);
         for context in established.contexts {
@@ -66,7 +64,6 @@ impl Session {
         Session {
             conn,
             services,
-            id,
             calling_ae_title: established.calling_ae_title,
             contexts,
             peer_max_pdu_length: established.peer_max_pdu_length,
