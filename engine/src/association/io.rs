@@ -41,6 +41,17 @@ impl Connection {
         }
     }
 
+    /// Asks the kernel to acknowledge received segments at once.
+    ///
+    /// Senders that leave Nagle's algorithm on (pynetdicom 3.0.4, dcmtk 3.6.7
+    /// without TCP_NODELAY=1) hold back the second small write of a message until
+    /// the first is acknowledged, and Linux delays that ACK by up to 40 ms. The
+    /// kernel leaves quick-ack mode on its own, so this is repeated after every read.
+    fn acknowledge_now(&self) {
+        // Failing only costs latency, so the error is ignored.
+        let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+    }
+
     fn buffered(&self) -> usize {
         self.end - self.start
     }
@@ -61,6 +72,7 @@ impl Connection {
         }
         while self.buffered() < n {
             let read = self.stream.read(&mut self.buf[self.end..]).await?;
+            self.acknowledge_now();
             if read == 0 {
                 if self.buffered() == 0 {
                     return Ok(Fill::Closed);
@@ -98,6 +110,7 @@ impl Connection {
             let remaining = dst.len() - filled;
             if remaining >= DIRECT_READ_MIN {
                 let read = self.stream.read(&mut dst[filled..]).await?;
+                self.acknowledge_now();
                 if read == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
