@@ -66,12 +66,12 @@ pub fn association_closed_by_peer() {
 
 pub fn echo_answered() {
     counter!("nectar_dimse_requests_total", "command" => "C-ECHO", "status" => "success").increment(1);
-    tracing::debug!("C-ECHO answered");
+    tracing::debug!("C-ECHO response sent");
 }
 
 pub fn command_unsupported(command_field: u16) {
     counter!("nectar_dimse_requests_total", "command" => "other", "status" => "unrecognized").increment(1);
-    tracing::warn!(command_field = format_args!("{command_field:#06x}"), "command not supported, answered 0x0211");
+    tracing::warn!(command_field = format_args!("{command_field:#06x}"), "command not supported, responded with 0x0211");
 }
 
 pub fn instance_stored(sop_instance_uid: &str, bytes: u64, latency: Duration) {

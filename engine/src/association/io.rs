@@ -22,7 +22,7 @@ pub struct Connection {
     out: Vec<u8>,
 }
 
-/// What `fill` found when the peer closed the connection.
+/// The outcome of `fill`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fill {
     Ready,
@@ -143,7 +143,7 @@ impl Connection {
         Ok(())
     }
 
-    /// The reusable output buffer; `flush_out` sends and clears it.
+    /// Returns the reusable output buffer, which `flush_out` sends and clears.
     pub fn out(&mut self) -> &mut Vec<u8> {
         &mut self.out
     }
@@ -158,7 +158,7 @@ impl Connection {
         self.stream.write_all(bytes).await
     }
 
-    /// Closes the write half so the peer sees EOF after what was sent.
+    /// Closes the write half so the peer reads EOF after the bytes sent.
     pub async fn shutdown(&mut self) {
         // An error here means the peer is gone already, which is the goal.
         let _ = self.stream.shutdown().await;

@@ -40,7 +40,7 @@ pub struct AssociationLimits {
     pub max_pdu_length: u32,
 }
 
-/// What every association on this server shares.
+/// Resources shared by every association on this server.
 pub struct Services {
     pub store: Store,
     pub manifest: Manifest,

@@ -18,7 +18,7 @@ use crate::telemetry;
 /// Largest command set accepted; real ones are a few hundred bytes.
 const MAX_COMMAND_LEN: usize = 64 * 1024;
 
-/// What the association does with the data set PDVs that follow a command.
+/// The destination of the data set PDVs that follow a command.
 enum DataSet {
     /// No command is waiting for a data set.
     None,
@@ -28,7 +28,7 @@ enum DataSet {
     Discard { context_id: u8 },
 }
 
-/// How the association ended.
+/// The way an association ended.
 enum End {
     Released,
     AbortedByPeer,
@@ -273,7 +273,7 @@ impl Session {
         self.send_command(context.id, &response).await
     }
 
-    /// Answers a command this SCP does not perform with Unrecognized Operation (PS3.7 section C.4).
+    /// Responds to a command this SCP does not perform with Unrecognized Operation (PS3.7 section C.4).
     async fn answer_unsupported(&mut self, command: &Command, context: &AcceptedContext) -> Result<(), AssociationError> {
         if command.command_field & 0x8000 != 0 {
             return Err(AssociationError::unexpected_pdu(format!(
