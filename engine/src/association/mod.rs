@@ -72,19 +72,23 @@ pub async fn supervise(
         calling_ae = tracing::field::Empty,
         called_ae = tracing::field::Empty,
     );
-    async move {
-        let abort_handle = stream.try_clone().ok();
-        let outcome = AssertUnwindSafe(run(stream, services, signals)).catch_unwind().await;
-        if let Err(panic) = outcome {
-            let message = panic_message(&panic);
-            telemetry::association_panicked(&message);
-            if let Some(mut socket) = abort_handle {
-                send_abort_blocking(&mut socket);
-            }
-        }
+    let abort_handle = stream.try_clone().ok();
+    contain_panic(abort_handle, run(stream, services, signals)).instrument(span).await
+}
+
+/// Runs `association`; if it panics, logs and counts the panic and sends
+/// A-ABORT on `abort_handle`, a second handle of the association's socket.
+async fn contain_panic<F>(abort_handle: Option<std::net::TcpStream>, association: F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let Err(panic) = AssertUnwindSafe(association).catch_unwind().await else {
+        return;
+    };
+    telemetry::association_panicked(&panic_message(&panic));
+    if let Some(mut socket) = abort_handle {
+        send_abort_blocking(&mut socket);
     }
-    .instrument(span)
-    .await
 }
 
 async fn run(
@@ -121,5 +125,48 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         text.clone()
     } else {
         "panic with a non-string payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    use super::contain_panic;
+
+    #[tokio::test]
+    async fn panic_sends_abort_and_returns() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        let abort_handle = server_side.try_clone().ok();
+
+        contain_panic(abort_handle, async move {
+            let _socket = server_side;
+            panic!("injected failure");
+        })
+        .await;
+
+        let mut received = Vec::new();
+        peer.read_to_end(&mut received).unwrap();
+        assert_eq!(received.len(), 10, "one A-ABORT PDU, then EOF");
+        assert_eq!(received[0], 0x07, "PDU type A-ABORT");
+        assert_eq!(received[8], 2, "source: service provider");
+    }
+
+    #[tokio::test]
+    async fn completed_association_sends_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, _) = listener.accept().unwrap();
+        let abort_handle = server_side.try_clone().ok();
+
+        contain_panic(abort_handle, async move { drop(server_side) }).await;
+
+        peer.set_nonblocking(true).unwrap();
+        let mut buffer = [0u8; 16];
+        let read = (&peer).read(&mut buffer);
+        assert!(!matches!(read, Ok(n) if n > 0), "no bytes sent by a normal end");
     }
 }
