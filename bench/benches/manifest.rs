@@ -1,0 +1,95 @@
+//! Manifest insert throughput: batches of 512 InstanceRecord rows queued
+//! with `insert_blocking`, then `flush` (which returns once the writer thread
+//! has committed them). One iteration is one batch of 512 rows; each
+//! criterion sample gets a fresh database in a temporary directory. Rows are
+//! built before the clock starts.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use nectar_engine::manifest::{InstanceRecord, Manifest, ManifestConfig};
+use nectar_engine::Location;
+
+const BATCH: u64 = 512;
+/// Instances per series (one series per study).
+const PER_SERIES: u64 = 200;
+const RECORD_LEN: u64 = 40_000;
+
+fn row(n: u64) -> InstanceRecord {
+    let study = n / PER_SERIES;
+    let offset = 4096 + n * (RECORD_LEN + 4096);
+    InstanceRecord {
+        sop_instance_uid: format!("2.25.1000000000000003{n:022}"),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+        study_instance_uid: format!("2.25.1000000000000001{study:022}"),
+        series_instance_uid: format!("2.25.1000000000000002{study:022}"),
+        patient_id: Some(format!("PID{:06}", study % 1000)),
+        patient_name: Some(format!("DOE^PATIENT{:06}", study % 1000)),
+        patient_birth_date: Some("19700101".into()),
+        patient_sex: Some("O".into()),
+        study_date: Some("20240102".into()),
+        study_time: Some("120000".into()),
+        accession_number: Some(format!("ACC{study:08}")),
+        study_id: Some("1".into()),
+        study_description: Some("Load test study".into()),
+        specific_character_set: Some("ISO_IR 100".into()),
+        modality: Some("CT".into()),
+        series_number: Some(1),
+        series_description: Some("Load test series".into()),
+        institution_name: Some("General Hospital".into()),
+        instance_number: Some((n % PER_SERIES) as i64 + 1),
+        rows: Some(512),
+        columns: Some(512),
+        bits_allocated: Some(16),
+        location: Location {
+            segment: 1,
+            offset,
+            length: RECORD_LEN,
+        },
+        record_end: offset + 32 + RECORD_LEN,
+        sequence: n + 1,
+        received_at_ms: 1_700_000_000_000 + n as i64,
+        calling_ae_title: Some("NECTARLOAD".into()),
+        ..Default::default()
+    }
+}
+
+fn run(iters: u64) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::open(
+        &dir.path().join("manifest.sqlite3"),
+        ManifestConfig::default(),
+    )
+    .unwrap();
+    let mut batches: Vec<Vec<InstanceRecord>> = (0..iters)
+        .map(|i| (i * BATCH..(i + 1) * BATCH).map(row).collect())
+        .collect();
+    let started = Instant::now();
+    for batch in batches.drain(..) {
+        for r in batch {
+            manifest.insert_blocking(r).unwrap();
+        }
+        manifest.flush().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(manifest.counts().unwrap().instances, iters * BATCH);
+    manifest.close().unwrap();
+    elapsed
+}
+
+fn manifest(c: &mut Criterion) {
+    let mut g = c.benchmark_group("manifest");
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("insert_blocking_512_rows_then_flush", |b| {
+        b.iter_custom(run)
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = manifest
+}
+criterion_main!(benches);
