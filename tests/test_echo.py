@@ -1,5 +1,6 @@
 """C-ECHO with dcmtk's echoscu and by hand; called/calling AE title checks."""
 
+from dicomdata import make_instances, send_all, stop_and_verify
 from pdu import A_ASSOCIATE_RJ, IMPLICIT_LE, VERIFICATION, Raw, associate_rq, parse_reject
 from peers import echoscu
 
@@ -61,9 +62,13 @@ def test_calling_ae_allow_list(nectar_factory):
     assert echoscu(srv.dimse_port, calling="MODALITY1").ok
 
 
-def test_env_config(nectar_factory):
-    """Every serve flag is also read from NECTAR_* variables."""
-    srv = nectar_factory(ae_title="ENVNECTAR", use_env_config=True)
+def test_env_config(nectar_factory, tmp_path):
+    """Every serve flag is also read from NECTAR_* variables (no flags given here)."""
+    srv = nectar_factory(ae_title="ENVNECTAR", use_env_config=True,
+                         env={"NECTAR_ALLOWED_CALLING_AE": "PYNETDICOM,ECHOSCU"})
     assert echoscu(srv.dimse_port, called="ENVNECTAR").ok
     assert not echoscu(srv.dimse_port, called="NECTAR").ok
-    assert (srv.data_dir).is_dir()
+    assert not echoscu(srv.dimse_port, called="ENVNECTAR", calling="STRANGER").ok
+    inst = make_instances(tmp_path / "ct", 1)
+    assert send_all(srv.dimse_port, inst, called="ENVNECTAR") == {inst[0].sop_instance: 0}
+    stop_and_verify(srv, inst, tmp_path / "export")  # stored in NECTAR_DATA_DIR

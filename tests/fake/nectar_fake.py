@@ -431,6 +431,8 @@ def main() -> int:
     e.add_argument("--data-dir", required=True)
     e.add_argument("--out", required=True)
     a = ap.parse_args()
+    if a.cmd == "serve" and not a.allowed_calling_ae and env_default("allowed-calling-ae"):
+        a.allowed_calling_ae = env_default("allowed-calling-ae").split(",")
     if a.cmd == "serve":
         return Server(a).serve()
     return fsck(a) if a.cmd == "fsck" else export(a)
