@@ -107,6 +107,9 @@ class CorpusFile:
     transfer_syntax: str | None
     sop_class_uid: str | None
     sop_instance_uid: str | None
+    # The data set has non-empty Study and Series Instance UIDs (nectar's manifest
+    # groups instances by them and refuses data sets without them).
+    has_study_series: bool
     # Byte offset of the data set in the file (after preamble and File Meta).
     dataset_offset: int
     # None when storescu can send this file as stored; else why it cannot.
@@ -244,6 +247,7 @@ def _classify_one(path: Path) -> CorpusFile:
     offset = part10_dataset_offset(data)
     has_meta = offset is not None
     ts = sop_class = sop_inst = None
+    has_study_series = False
     reason = None
     try:
         with warnings.catch_warnings():
@@ -256,6 +260,7 @@ def _classify_one(path: Path) -> CorpusFile:
             ts = _guess_bare_ts(data)
         sop_class = str(ds.SOPClassUID) if "SOPClassUID" in ds else None
         sop_inst = str(ds.SOPInstanceUID) if "SOPInstanceUID" in ds else None
+        has_study_series = all(str(ds.get(k, "") or "").strip("\x00 ") for k in ("StudyInstanceUID", "SeriesInstanceUID"))
         media_class = str(meta.MediaStorageSOPClassUID) if "MediaStorageSOPClassUID" in meta else None
         if media_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
             reason = "DICOMDIR: not a storage SOP instance"
@@ -279,6 +284,7 @@ def _classify_one(path: Path) -> CorpusFile:
         transfer_syntax=ts,
         sop_class_uid=sop_class,
         sop_instance_uid=sop_inst,
+        has_study_series=has_study_series,
         dataset_offset=offset if has_meta else 0,
         skip_reason=reason,
     )
@@ -322,6 +328,8 @@ def _main(argv: list[str]) -> int:
         files = classify()
         for f in files:
             status = f"send {f.storescu_option}" if f.sendable else f"skip: {f.skip_reason}"
+            if f.sendable and not f.has_study_series:
+                status += " (no Study/Series Instance UID)"
             print(f"{f.rel:70s} meta={int(f.has_meta)} ts={f.transfer_syntax or '-':24s} {status}")
         n = sum(f.sendable for f in files)
         print(f"{len(files)} files, {n} sendable by storescu, {len(files) - n} skipped")

@@ -12,6 +12,9 @@ Deflated data sets) are listed in the test output: with dcmtk 3.6.7 that is 64 o
 the 213 sendable files, mostly group length elements and Data Set Trailing Padding
 dropped; compared element by element with pydicom they still equal the originals.
 
+nectar may refuse the four corpus files whose data set has no Study or Series
+Instance UID (its manifest needs them); they are then left out of the checks.
+
 Several corpus files share a SOP Instance UID (e.g. the MR_small variants); the
 copy sent last must be the one exported ("newest copy wins").
 """
@@ -59,7 +62,12 @@ def test_storescu_corpus(nectar, corpus_files, tmp_path, capsys):
     assert len(received) == len(files)
 
     nectar_sent = _send(nectar.dimse_port, groups)
-    bad = [(f.rel if f else "-", s) for f, s in nectar_sent if s != "Success"]
+    # nectar's manifest groups by study and series: it may refuse a data set without
+    # Study/Series Instance UID (0xA9xx, "Error: DataSetDoesNotMatchSOPClass" in
+    # storescu's words). Every other file must be stored.
+    refused = {f.rel for f, s in nectar_sent
+               if f is not None and not f.has_study_series and s.startswith("Error: DataSetDoesNotMatchSOPClass")}
+    bad = [(f.rel if f else "-", s) for f, s in nectar_sent if s != "Success" and (f is None or f.rel not in refused)]
     assert not bad, f"nectar did not answer Success for {len(bad)} files: {bad[:20]}"
 
     # i-th file sent <-> i-th data set the reference SCP received
@@ -77,8 +85,12 @@ def test_storescu_corpus(nectar, corpus_files, tmp_path, capsys):
         for line in converted:
             print("  " + line)
 
+    with capsys.disabled():
+        print(f"nectar refused {len(refused)} without Study/Series Instance UID: {sorted(refused)}")
     latest = OrderedDict()
     for f, rec in wire:
+        if f.rel in refused:
+            continue
         latest.pop(rec.sop_instance, None)
         latest[rec.sop_instance] = (f, rec)
 
