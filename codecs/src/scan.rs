@@ -1,1 +1,950 @@
-//! TODO
+//! Attribute scanning of a data set held in memory (PS3.5 section 7).
+//!
+//! [`scan_attributes`] walks the top-level elements of an encoded data set
+//! and keeps the raw values of the attributes the manifest indexes
+//! ([`INDEXED_TAGS`]). It allocates nothing per skipped element, skips
+//! sequences without looking inside defined-length ones, and stops at the
+//! first tag after the last indexed one (so before Pixel Data). Malformed
+//! input gives a [`ScanError`], never a panic or an endless loop: every
+//! step moves forward by at least one element header and sequence nesting is
+//! limited to [`MAX_DEPTH`].
+
+mod deflate;
+
+use std::fmt;
+
+use crate::charset;
+
+/// A data element tag: `(group << 16) | element`.
+pub type Tag = u32;
+
+/// A value representation, as its two ASCII letters.
+pub type Vr = [u8; 2];
+
+/// Tags of the indexed attributes.
+pub mod tags {
+    use super::Tag;
+
+    pub const SPECIFIC_CHARACTER_SET: Tag = 0x0008_0005;
+    pub const SOP_CLASS_UID: Tag = 0x0008_0016;
+    pub const SOP_INSTANCE_UID: Tag = 0x0008_0018;
+    pub const STUDY_DATE: Tag = 0x0008_0020;
+    pub const SERIES_DATE: Tag = 0x0008_0021;
+    pub const STUDY_TIME: Tag = 0x0008_0030;
+    pub const SERIES_TIME: Tag = 0x0008_0031;
+    pub const ACCESSION_NUMBER: Tag = 0x0008_0050;
+    pub const MODALITY: Tag = 0x0008_0060;
+    pub const INSTITUTION_NAME: Tag = 0x0008_0080;
+    pub const REFERRING_PHYSICIAN_NAME: Tag = 0x0008_0090;
+    pub const TIMEZONE_OFFSET_FROM_UTC: Tag = 0x0008_0201;
+    pub const STUDY_DESCRIPTION: Tag = 0x0008_1030;
+    pub const SERIES_DESCRIPTION: Tag = 0x0008_103E;
+    pub const PATIENT_NAME: Tag = 0x0010_0010;
+    pub const PATIENT_ID: Tag = 0x0010_0020;
+    pub const ISSUER_OF_PATIENT_ID: Tag = 0x0010_0021;
+    pub const PATIENT_BIRTH_DATE: Tag = 0x0010_0030;
+    pub const PATIENT_SEX: Tag = 0x0010_0040;
+    pub const STUDY_INSTANCE_UID: Tag = 0x0020_000D;
+    pub const SERIES_INSTANCE_UID: Tag = 0x0020_000E;
+    pub const STUDY_ID: Tag = 0x0020_0010;
+    pub const SERIES_NUMBER: Tag = 0x0020_0011;
+    pub const INSTANCE_NUMBER: Tag = 0x0020_0013;
+    pub const NUMBER_OF_FRAMES: Tag = 0x0028_0008;
+    pub const ROWS: Tag = 0x0028_0010;
+    pub const COLUMNS: Tag = 0x0028_0011;
+    pub const BITS_ALLOCATED: Tag = 0x0028_0100;
+    pub const PERFORMED_PROCEDURE_STEP_START_DATE: Tag = 0x0040_0244;
+    pub const PERFORMED_PROCEDURE_STEP_START_TIME: Tag = 0x0040_0245;
+}
+
+/// The indexed attributes in ascending tag order, with their dictionary VR
+/// (used for Implicit VR data sets and for values sent as UN).
+const INDEXED: [(Tag, Vr); 30] = {
+    use tags::*;
+    [
+        (SPECIFIC_CHARACTER_SET, *b"CS"),
+        (SOP_CLASS_UID, *b"UI"),
+        (SOP_INSTANCE_UID, *b"UI"),
+        (STUDY_DATE, *b"DA"),
+        (SERIES_DATE, *b"DA"),
+        (STUDY_TIME, *b"TM"),
+        (SERIES_TIME, *b"TM"),
+        (ACCESSION_NUMBER, *b"SH"),
+        (MODALITY, *b"CS"),
+        (INSTITUTION_NAME, *b"LO"),
+        (REFERRING_PHYSICIAN_NAME, *b"PN"),
+        (TIMEZONE_OFFSET_FROM_UTC, *b"SH"),
+        (STUDY_DESCRIPTION, *b"LO"),
+        (SERIES_DESCRIPTION, *b"LO"),
+        (PATIENT_NAME, *b"PN"),
+        (PATIENT_ID, *b"LO"),
+        (ISSUER_OF_PATIENT_ID, *b"LO"),
+        (PATIENT_BIRTH_DATE, *b"DA"),
+        (PATIENT_SEX, *b"CS"),
+        (STUDY_INSTANCE_UID, *b"UI"),
+        (SERIES_INSTANCE_UID, *b"UI"),
+        (STUDY_ID, *b"SH"),
+        (SERIES_NUMBER, *b"IS"),
+        (INSTANCE_NUMBER, *b"IS"),
+        (NUMBER_OF_FRAMES, *b"IS"),
+        (ROWS, *b"US"),
+        (COLUMNS, *b"US"),
+        (BITS_ALLOCATED, *b"US"),
+        (PERFORMED_PROCEDURE_STEP_START_DATE, *b"DA"),
+        (PERFORMED_PROCEDURE_STEP_START_TIME, *b"TM"),
+    ]
+};
+const INDEXED_COUNT: usize = INDEXED.len();
+
+const fn indexed_tags() -> [Tag; INDEXED_COUNT] {
+    let mut tags = [0; INDEXED_COUNT];
+    let mut i = 0;
+    while i < INDEXED_COUNT {
+        tags[i] = INDEXED[i].0;
+        i += 1;
+    }
+    tags
+}
+
+/// The top-level attributes the manifest indexes (those QIDO-RS and C-FIND
+/// match on and return, PS3.18 section 6.7.1 tables 6.7.1-1 and 6.7.1-2), in
+/// ascending order:
+/// SpecificCharacterSet (0008,0005), SOPClassUID (0008,0016), SOPInstanceUID
+/// (0008,0018), StudyDate (0008,0020), SeriesDate (0008,0021), StudyTime
+/// (0008,0030), SeriesTime (0008,0031), AccessionNumber (0008,0050), Modality
+/// (0008,0060), InstitutionName (0008,0080), ReferringPhysicianName
+/// (0008,0090), TimezoneOffsetFromUTC (0008,0201), StudyDescription
+/// (0008,1030), SeriesDescription (0008,103E), PatientName (0010,0010),
+/// PatientID (0010,0020), IssuerOfPatientID (0010,0021), PatientBirthDate
+/// (0010,0030), PatientSex (0010,0040), StudyInstanceUID (0020,000D),
+/// SeriesInstanceUID (0020,000E), StudyID (0020,0010), SeriesNumber
+/// (0020,0011), InstanceNumber (0020,0013), NumberOfFrames (0028,0008), Rows
+/// (0028,0010), Columns (0028,0011), BitsAllocated (0028,0100),
+/// PerformedProcedureStepStartDate (0040,0244), PerformedProcedureStepStartTime
+/// (0040,0245).
+pub const INDEXED_TAGS: &[Tag] = &indexed_tags();
+
+const LAST_INDEXED: Tag = INDEXED[INDEXED_COUNT - 1].0;
+const ITEM: Tag = 0xFFFE_E000;
+const ITEM_DELIMITATION: Tag = 0xFFFE_E00D;
+const SEQUENCE_DELIMITATION: Tag = 0xFFFE_E0DD;
+const UNDEFINED_LENGTH: u32 = 0xFFFF_FFFF;
+
+/// Deepest sequence nesting [`scan_attributes`] follows.
+pub const MAX_DEPTH: usize = 16;
+
+/// Longest value of an indexed attribute that is accepted (all of them are
+/// short strings or numbers; this bounds what garbage lengths can make the
+/// deflate path buffer).
+pub const MAX_INDEXED_VALUE_LEN: u32 = 1 << 20;
+
+fn indexed_slot(tag: Tag) -> Option<usize> {
+    INDEXED_TAGS.binary_search(&tag).ok()
+}
+
+/// How a data set is encoded (PS3.5 section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetEncoding {
+    ImplicitVrLittleEndian,
+    ExplicitVrLittleEndian,
+    ExplicitVrBigEndian,
+    DeflatedExplicitVrLittleEndian,
+}
+
+impl DatasetEncoding {
+    /// The encoding of data sets in the given transfer syntax (trailing
+    /// NUL/space padding ignored). Encapsulated syntaxes (JPEG, JPEG-LS,
+    /// JPEG 2000, HTJ2K, JPEG XL, RLE, MPEG-2/4, HEVC, JPIP, deflated image
+    /// frames, encapsulated uncompressed) are Explicit VR Little Endian, the
+    /// JPIP "Referenced Deflate" ones deflated. Unknown UIDs give `None`.
+    pub fn for_transfer_syntax(uid: &str) -> Option<Self> {
+        use DatasetEncoding::*;
+        let uid = uid.trim_end_matches(['\0', ' ']);
+        let rest = uid.strip_prefix("1.2.840.10008.1.2")?;
+        Some(match rest {
+            "" => ImplicitVrLittleEndian,
+            ".1" => ExplicitVrLittleEndian,
+            ".1.99" => DeflatedExplicitVrLittleEndian,
+            ".2" => ExplicitVrBigEndian,
+            // Encapsulated Uncompressed Explicit VR Little Endian.
+            ".1.98" => ExplicitVrLittleEndian,
+            // RLE Lossless.
+            ".5" => ExplicitVrLittleEndian,
+            // Deflated Image Frame Compression.
+            ".8.1" => ExplicitVrLittleEndian,
+            _ => {
+                let number = rest.strip_prefix(".4.")?;
+                match number {
+                    // JPIP Referenced Deflate, JPIP HTJ2K Referenced Deflate.
+                    "95" | "205" => DeflatedExplicitVrLittleEndian,
+                    // JPEG baseline/extended/lossless and retired processes.
+                    "50" | "51" | "52" | "53" | "54" | "55" | "56" | "57" | "58" | "59" | "60"
+                    | "61" | "62" | "63" | "64" | "65" | "66" | "70"
+                    // JPEG-LS.
+                    | "80" | "81"
+                    // JPEG 2000, JPEG 2000 Part 2, JPIP.
+                    | "90" | "91" | "92" | "93" | "94"
+                    // MPEG-2, MPEG-4 AVC/H.264, HEVC/H.265 and their fragmentable forms.
+                    | "100" | "100.1" | "101" | "101.1" | "102" | "102.1" | "103" | "103.1"
+                    | "104" | "104.1" | "105" | "105.1" | "106" | "106.1" | "107" | "108"
+                    // JPEG XL.
+                    | "110" | "111" | "112"
+                    // High-Throughput JPEG 2000, JPIP HTJ2K Referenced.
+                    | "201" | "202" | "203" | "204" => ExplicitVrLittleEndian,
+                    _ => return None,
+                }
+            }
+        })
+    }
+}
+
+/// The raw values of the indexed attributes found at the top level of a data
+/// set, with what is needed to interpret them.
+#[derive(Debug, Clone, Default)]
+pub struct ScannedAttributes {
+    /// All kept values, back to back.
+    values: Vec<u8>,
+    /// Per [`INDEXED_TAGS`] position: the value's VR and place in `values`.
+    slots: [Option<Slot>; INDEXED_COUNT],
+    big_endian: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    vr: Vr,
+    start: u32,
+    len: u32,
+}
+
+impl ScannedAttributes {
+    fn store(&mut self, slot: usize, vr: Vr, value: &[u8]) {
+        if self.slots[slot].is_some() {
+            return; // keep the first occurrence of a repeated tag
+        }
+        let start = self.values.len() as u32;
+        self.values.extend_from_slice(value);
+        self.slots[slot] = Some(Slot {
+            vr,
+            start,
+            len: value.len() as u32,
+        });
+    }
+
+    fn entry(&self, tag: Tag) -> Option<(Vr, &[u8])> {
+        let slot = self.slots[indexed_slot(tag)?]?;
+        let start = slot.start as usize;
+        Some((slot.vr, &self.values[start..start + slot.len as usize]))
+    }
+
+    /// The raw value bytes of an indexed attribute, as found (padding
+    /// included, in the data set's byte order).
+    pub fn raw(&self, tag: Tag) -> Option<&[u8]> {
+        self.entry(tag).map(|(_, value)| value)
+    }
+
+    /// The VR the attribute was encoded with (the dictionary VR for Implicit
+    /// VR data sets).
+    pub fn vr(&self, tag: Tag) -> Option<Vr> {
+        self.entry(tag).map(|(vr, _)| vr)
+    }
+
+    /// Number of indexed attributes found.
+    pub fn len(&self) -> usize {
+        self.slots.iter().flatten().count()
+    }
+
+    /// Whether no indexed attribute was found.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The VR to interpret a value with: the dictionary VR when the value
+    /// came as UN.
+    fn effective_vr(tag: Tag, vr: Vr) -> Vr {
+        if &vr == b"UN" {
+            if let Some(slot) = indexed_slot(tag) {
+                return INDEXED[slot].1;
+            }
+        }
+        vr
+    }
+
+    /// The data set's Specific Character Set (0008,0005), if any, trimmed.
+    pub fn specific_character_set(&self) -> Option<String> {
+        // Not through text(): whatever VR it came with, it is never decoded
+        // with itself.
+        let raw = self.raw(tags::SPECIFIC_CHARACTER_SET)?;
+        Some(trim_values(&latin1(raw), true))
+    }
+
+    /// Text value decoded with the data set's Specific Character Set,
+    /// trailing spaces/NULs trimmed (leading spaces trimmed too except for PN
+    /// and the text VRs ST, LT, UT, UR, per PS3.5 section 6.2); with several
+    /// values each value is trimmed. None when absent; Some("") when present
+    /// but empty. US/SS/UL/SL values are rendered as decimal numbers.
+    pub fn text(&self, tag: Tag) -> Option<String> {
+        let (vr, raw) = self.entry(tag)?;
+        let vr = Self::effective_vr(tag, vr);
+        let scs = || self.specific_character_set();
+        let text = match &vr {
+            b"US" | b"SS" | b"UL" | b"SL" => {
+                let numbers: Vec<String> =
+                    self.binary_ints(&vr, raw).map(|n| n.to_string()).collect();
+                return Some(numbers.join("\\"));
+            }
+            b"PN" => trim_person_names(&charset::decode_person_name(raw, scs().as_deref())),
+            b"SH" | b"LO" | b"UC" => {
+                trim_values(&charset::decode_text(raw, scs().as_deref()), true)
+            }
+            b"ST" | b"LT" | b"UT" => {
+                trim_end(&charset::decode_text(raw, scs().as_deref())).to_owned()
+            }
+            b"UR" => trim_end(&latin1(raw)).to_owned(),
+            // CS, UI, DA, TM, DT, IS, DS, AE, AS use the default repertoire.
+            _ => trim_values(&latin1(raw), true),
+        };
+        Some(text)
+    }
+
+    fn binary_ints<'a>(&self, vr: &Vr, raw: &'a [u8]) -> impl Iterator<Item = i64> + 'a {
+        let big = self.big_endian;
+        let (size, signed) = match vr {
+            b"US" => (2, false),
+            b"SS" => (2, true),
+            b"UL" => (4, false),
+            _ => (4, true), // SL
+        };
+        raw.chunks_exact(size).map(move |c| {
+            let mut b = [0u8; 4];
+            b[..size].copy_from_slice(c);
+            match (size, signed, big) {
+                (2, false, false) => i64::from(u16::from_le_bytes([b[0], b[1]])),
+                (2, false, true) => i64::from(u16::from_be_bytes([b[0], b[1]])),
+                (2, true, false) => i64::from(i16::from_le_bytes([b[0], b[1]])),
+                (2, true, true) => i64::from(i16::from_be_bytes([b[0], b[1]])),
+                (_, false, false) => i64::from(u32::from_le_bytes(b)),
+                (_, false, true) => i64::from(u32::from_be_bytes(b)),
+                (_, true, false) => i64::from(i32::from_le_bytes(b)),
+                (_, true, true) => i64::from(i32::from_be_bytes(b)),
+            }
+        })
+    }
+
+    /// US values (Rows, Columns, BitsAllocated) decoded with the data set's
+    /// byte order; IS values (NumberOfFrames, SeriesNumber, InstanceNumber)
+    /// parsed. The first value when there are several; None when absent,
+    /// empty, unparsable or negative.
+    pub fn uint(&self, tag: Tag) -> Option<u32> {
+        self.int(tag).and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// Like [`Self::uint`], signed.
+    pub fn int(&self, tag: Tag) -> Option<i64> {
+        let (vr, raw) = self.entry(tag)?;
+        let vr = Self::effective_vr(tag, vr);
+        match &vr {
+            b"US" | b"SS" | b"UL" | b"SL" => self.binary_ints(&vr, raw).next(),
+            _ => parse_integer(self.text(tag)?.split('\\').next()?.trim()),
+        }
+    }
+}
+
+fn latin1(raw: &[u8]) -> String {
+    raw.iter().map(|&b| b as char).collect()
+}
+
+fn trim_end(s: &str) -> &str {
+    s.trim_end_matches([' ', '\0'])
+}
+
+/// Trims each backslash-separated value: trailing spaces and NULs, and
+/// leading spaces when `leading`.
+fn trim_values(s: &str, leading: bool) -> String {
+    fn trim(v: &str, leading: bool) -> &str {
+        let v = trim_end(v);
+        if leading {
+            v.trim_start_matches([' ', '\0'])
+        } else {
+            v
+        }
+    }
+    if !s.contains('\\') {
+        return trim(s, leading).to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, v) in s.split('\\').enumerate() {
+        if i > 0 {
+            out.push('\\');
+        }
+        out.push_str(trim(v, leading));
+    }
+    out
+}
+
+/// PN values: trailing spaces trimmed and empty trailing component groups
+/// (`Doe^John=` is `Doe^John`) dropped.
+fn trim_person_names(s: &str) -> String {
+    let trimmed = trim_values(s, false);
+    if !trimmed.contains('=') {
+        return trimmed;
+    }
+    let values: Vec<&str> = trimmed
+        .split('\\')
+        .map(|v| trim_end(v.trim_end_matches([' ', '\0', '='])))
+        .collect();
+    values.join("\\")
+}
+
+/// IS (and DS with an integral value, as some writers put "1.0" in IS).
+fn parse_integer(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let f = s.parse::<f64>().ok()?;
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+}
+
+/// Why a data set could not be scanned. Offsets are byte offsets into the
+/// data set (for the deflated encoding, into the inflated stream).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    /// The data ends inside an element header.
+    #[error("truncated element header at offset {offset}{}", tag.map(|t| format!(" (tag {})", TagFmt(t))).unwrap_or_default())]
+    TruncatedHeader { offset: usize, tag: Option<Tag> },
+    /// A defined length runs past the end of the data.
+    #[error("element {} at offset {offset}: length {length} runs past the end of the data", TagFmt(*tag))]
+    ValueOutOfBounds {
+        offset: usize,
+        tag: Tag,
+        length: u32,
+    },
+    /// An explicit VR that is not a DICOM VR.
+    #[error("element {} at offset {offset}: invalid VR {:?}", TagFmt(*tag), String::from_utf8_lossy(vr))]
+    InvalidVr { offset: usize, tag: Tag, vr: Vr },
+    /// Undefined length on an element that cannot have it (PS3.5 section 7.1).
+    #[error("element {} at offset {offset}: undefined length not allowed", TagFmt(*tag))]
+    UndefinedLength { offset: usize, tag: Tag },
+    /// An item or delimiter where a data element was expected, or anything
+    /// other than an item or a sequence delimiter inside a sequence.
+    #[error("unexpected tag {} at offset {offset}", TagFmt(*tag))]
+    UnexpectedTag { offset: usize, tag: Tag },
+    /// The data ends inside the undefined-length sequence or item `tag`.
+    #[error("data ends at offset {offset} inside the undefined-length sequence {}", TagFmt(*tag))]
+    UnterminatedSequence { offset: usize, tag: Tag },
+    /// Sequences nested deeper than [`MAX_DEPTH`].
+    #[error("sequence {} at offset {offset} nested deeper than {MAX_DEPTH}", TagFmt(*tag))]
+    TooDeep { offset: usize, tag: Tag },
+    /// An indexed attribute longer than [`MAX_INDEXED_VALUE_LEN`].
+    #[error("element {} at offset {offset}: length {length} is too long for an indexed attribute", TagFmt(*tag))]
+    ValueTooLong {
+        offset: usize,
+        tag: Tag,
+        length: u32,
+    },
+    /// The deflate stream is corrupt.
+    #[error("corrupt deflate stream at inflated offset {offset}: {message}")]
+    Inflate { offset: usize, message: String },
+}
+
+struct TagFmt(Tag);
+
+impl fmt::Display for TagFmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({:04X},{:04X})", self.0 >> 16, self.0 & 0xFFFF)
+    }
+}
+
+/// Scans top-level elements in ascending tag order and keeps the
+/// INDEXED_TAGS; skips sequences (defined and undefined length, with items
+/// and delimiters) and stops after the last indexed tag or at Pixel Data
+/// (7FE0,0010), whichever comes first. For the deflated syntax it inflates
+/// (raw deflate, flate2) only as much of the stream as the scan needs.
+///
+/// Group 0002 elements inside the data set are skipped (they are read as
+/// Explicit VR Little Endian whatever the data set's encoding). Odd defined
+/// lengths are tolerated. A data set that ends cleanly between elements
+/// before the last indexed tag is fine: absent attributes are simply absent.
+pub fn scan_attributes(
+    dataset: &[u8],
+    encoding: DatasetEncoding,
+) -> Result<ScannedAttributes, ScanError> {
+    match encoding {
+        DatasetEncoding::ImplicitVrLittleEndian => {
+            scan(&mut SliceSource(dataset), Enc::IMPLICIT_LE)
+        }
+        DatasetEncoding::ExplicitVrLittleEndian => {
+            scan(&mut SliceSource(dataset), Enc::EXPLICIT_LE)
+        }
+        DatasetEncoding::ExplicitVrBigEndian => scan(&mut SliceSource(dataset), Enc::EXPLICIT_BE),
+        DatasetEncoding::DeflatedExplicitVrLittleEndian => {
+            scan(&mut deflate::InflateSource::new(dataset), Enc::EXPLICIT_LE)
+        }
+    }
+}
+
+/// Where the scanner reads from. The scanner only moves forward: after
+/// asking for bytes at `pos` it never asks for bytes before `pos` again, so a
+/// streaming source may drop them.
+trait Source {
+    /// The bytes `[pos, pos + n)`, or `None` when the data ends before.
+    fn get(&mut self, pos: usize, n: usize) -> Result<Option<&[u8]>, ScanError>;
+    /// Whether the data is at least `pos` bytes long.
+    fn reaches(&mut self, pos: usize) -> Result<bool, ScanError>;
+    /// Whether the data is exactly `pos` bytes long (or shorter).
+    fn ends_at(&mut self, pos: usize) -> Result<bool, ScanError>;
+    /// The total length, if known without reading ahead.
+    fn known_len(&self) -> Option<usize>;
+}
+
+struct SliceSource<'a>(&'a [u8]);
+
+impl Source for SliceSource<'_> {
+    #[inline]
+    fn get(&mut self, pos: usize, n: usize) -> Result<Option<&[u8]>, ScanError> {
+        Ok(pos.checked_add(n).and_then(|end| self.0.get(pos..end)))
+    }
+    #[inline]
+    fn reaches(&mut self, pos: usize) -> Result<bool, ScanError> {
+        Ok(pos <= self.0.len())
+    }
+    #[inline]
+    fn ends_at(&mut self, pos: usize) -> Result<bool, ScanError> {
+        Ok(pos >= self.0.len())
+    }
+    fn known_len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// Byte order and VR explicitness of the elements being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Enc {
+    explicit: bool,
+    big: bool,
+}
+
+impl Enc {
+    const IMPLICIT_LE: Enc = Enc {
+        explicit: false,
+        big: false,
+    };
+    const EXPLICIT_LE: Enc = Enc {
+        explicit: true,
+        big: false,
+    };
+    const EXPLICIT_BE: Enc = Enc {
+        explicit: true,
+        big: true,
+    };
+
+    #[inline]
+    fn u16(self, b: [u8; 2]) -> u16 {
+        if self.big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    }
+    #[inline]
+    fn u32(self, b: [u8; 4]) -> u32 {
+        if self.big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
+    #[inline]
+    fn tag(self, b: &[u8; 8]) -> Tag {
+        (u32::from(self.u16([b[0], b[1]])) << 16) | u32::from(self.u16([b[2], b[3]]))
+    }
+}
+
+/// Whether two bytes are a VR defined in PS3.5 section 6.2.
+pub(crate) fn is_known_vr(vr: Vr) -> bool {
+    matches!(
+        &vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FD"
+            | b"FL"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SQ"
+            | b"SS"
+            | b"ST"
+            | b"SV"
+            | b"TM"
+            | b"UC"
+            | b"UI"
+            | b"UL"
+            | b"UN"
+            | b"UR"
+            | b"US"
+            | b"UT"
+            | b"UV"
+    )
+}
+
+/// VRs with 2 reserved bytes and a 4-byte length in Explicit VR (PS3.5
+/// section 7.1.2).
+pub(crate) fn has_long_length(vr: Vr) -> bool {
+    matches!(
+        &vr,
+        b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"SQ"
+            | b"SV"
+            | b"UC"
+            | b"UN"
+            | b"UR"
+            | b"UT"
+            | b"UV"
+    )
+}
+
+struct Header {
+    tag: Tag,
+    /// The explicit VR, or for Implicit VR the dictionary VR of indexed tags
+    /// (`None` for items, delimiters and other implicit elements).
+    vr: Option<Vr>,
+    length: u32,
+    value_pos: usize,
+    /// The encoding this element was read with (differs from the data set's
+    /// for group 0002 elements).
+    enc: Enc,
+}
+
+impl Header {
+    /// Whether an undefined length is legal here: any implicit element
+    /// (a sequence or item list), or SQ, UN, OB, OW in Explicit VR.
+    fn undefined_length_allowed(&self) -> bool {
+        !self.enc.explicit || matches!(self.vr.as_ref(), Some(b"SQ" | b"UN" | b"OB" | b"OW"))
+    }
+
+    /// Encoding of the items of an undefined-length value: UN contents are
+    /// Implicit VR Little Endian (PS3.5 section 6.2.2).
+    fn inner_enc(&self) -> Enc {
+        if self.enc.explicit && self.vr.as_ref() == Some(b"UN") {
+            Enc::IMPLICIT_LE
+        } else {
+            self.enc
+        }
+    }
+}
+
+#[inline]
+fn read_header<S: Source>(
+    src: &mut S,
+    pos: usize,
+    enc: Enc,
+    top_level: bool,
+) -> Result<Option<Header>, ScanError> {
+    if src.ends_at(pos)? {
+        return Ok(None);
+    }
+    let Some(bytes) = src.get(pos, 8)? else {
+        let tag = src
+            .get(pos, 4)?
+            .map(|b| enc.tag(&[b[0], b[1], b[2], b[3], 0, 0, 0, 0]));
+        return Err(ScanError::TruncatedHeader { offset: pos, tag });
+    };
+    let mut b = [0u8; 8];
+    b.copy_from_slice(bytes);
+
+    let mut enc = enc;
+    // Group 0002 is always Explicit VR Little Endian (PS3.10 section 7.1).
+    if top_level
+        && b[0] == 0x02
+        && b[1] == 0x00
+        && enc != Enc::EXPLICIT_LE
+        && is_known_vr([b[4], b[5]])
+    {
+        enc = Enc::EXPLICIT_LE;
+    }
+    let tag = enc.tag(&b);
+    if tag >> 16 == 0xFFFE {
+        // Items and delimiters: tag and 4-byte length in every encoding.
+        let length = enc.u32([b[4], b[5], b[6], b[7]]);
+        return Ok(Some(Header {
+            tag,
+            vr: None,
+            length,
+            value_pos: pos + 8,
+            enc,
+        }));
+    }
+    if !enc.explicit {
+        let vr = indexed_slot(tag).map(|slot| INDEXED[slot].1);
+        let length = enc.u32([b[4], b[5], b[6], b[7]]);
+        return Ok(Some(Header {
+            tag,
+            vr,
+            length,
+            value_pos: pos + 8,
+            enc,
+        }));
+    }
+    let vr = [b[4], b[5]];
+    if !is_known_vr(vr) {
+        return Err(ScanError::InvalidVr {
+            offset: pos,
+            tag,
+            vr,
+        });
+    }
+    if has_long_length(vr) {
+        let Some(l) = src.get(pos + 8, 4)? else {
+            return Err(ScanError::TruncatedHeader {
+                offset: pos,
+                tag: Some(tag),
+            });
+        };
+        let length = enc.u32([l[0], l[1], l[2], l[3]]);
+        Ok(Some(Header {
+            tag,
+            vr: Some(vr),
+            length,
+            value_pos: pos + 12,
+            enc,
+        }))
+    } else {
+        let length = u32::from(enc.u16([b[6], b[7]]));
+        Ok(Some(Header {
+            tag,
+            vr: Some(vr),
+            length,
+            value_pos: pos + 8,
+            enc,
+        }))
+    }
+}
+
+/// End of a defined-length value, checked against the data.
+#[inline]
+fn value_end<S: Source>(src: &mut S, pos: usize, h: &Header) -> Result<usize, ScanError> {
+    let out_of_bounds = ScanError::ValueOutOfBounds {
+        offset: pos,
+        tag: h.tag,
+        length: h.length,
+    };
+    let end = h
+        .value_pos
+        .checked_add(h.length as usize)
+        .ok_or_else(|| out_of_bounds.clone())?;
+    if src.reaches(end)? {
+        Ok(end)
+    } else {
+        Err(out_of_bounds)
+    }
+}
+
+/// Some writers declare one VR encoding and use the other (pydicom's test
+/// files have examples). Looking at the first element after any group 0002
+/// ones: declared Explicit VR whose VR bytes are not a VR but whose implicit
+/// reading is plausible is read as Implicit VR, and declared Implicit VR
+/// whose bytes 4-5 are a VR and whose implicit length would run past the
+/// data is read as Explicit VR. Big endian data sets are taken as declared.
+fn sniff_vr_encoding<S: Source>(src: &mut S, pos: usize, declared: Enc) -> Result<Enc, ScanError> {
+    if declared.big {
+        return Ok(declared);
+    }
+    let Some(b) = src.get(pos, 8)? else {
+        return Ok(declared);
+    };
+    let vr_like = is_known_vr([b[4], b[5]]);
+    let implicit_length = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let group = u16::from_le_bytes([b[0], b[1]]);
+    // Whether an implicit reading of the length stays within the data (when
+    // the source knows its length without inflating it all).
+    let implicit_fits = match src.known_len() {
+        _ if implicit_length == UNDEFINED_LENGTH => true,
+        Some(len) => (pos + 8)
+            .checked_add(implicit_length as usize)
+            .is_some_and(|end| end <= len),
+        None => true,
+    };
+    if declared.explicit {
+        let plausible_tag = group >= 0x0008 && group != 0xFFFE;
+        if !vr_like && plausible_tag && implicit_fits {
+            return Ok(Enc::IMPLICIT_LE);
+        }
+    } else if vr_like && !implicit_fits {
+        return Ok(Enc::EXPLICIT_LE);
+    }
+    Ok(declared)
+}
+
+fn scan<S: Source>(src: &mut S, declared: Enc) -> Result<ScannedAttributes, ScanError> {
+    let mut found = ScannedAttributes {
+        big_endian: declared.big,
+        ..ScannedAttributes::default()
+    };
+    let mut pos = 0;
+    let mut enc = declared;
+    let mut sniffed = false;
+    loop {
+        if !sniffed {
+            // Wait for the first element outside group 0002.
+            match src.get(pos, 2)? {
+                Some(&[0x02, 0x00]) => {}
+                Some(_) => {
+                    enc = sniff_vr_encoding(src, pos, declared)?;
+                    sniffed = true;
+                }
+                None => {}
+            }
+        }
+        let Some(h) = read_header(src, pos, enc, true)? else {
+            break;
+        };
+        // Also stops at Pixel Data and at stray items or delimiters
+        // (group FFFE), which sort after every indexed tag.
+        if h.tag > LAST_INDEXED {
+            break;
+        }
+        let slot = indexed_slot(h.tag);
+        if h.length == UNDEFINED_LENGTH {
+            if slot.is_some() || !h.undefined_length_allowed() {
+                return Err(ScanError::UndefinedLength {
+                    offset: pos,
+                    tag: h.tag,
+                });
+            }
+            pos = skip_sequence(src, h.value_pos, h.inner_enc(), 1, h.tag)?;
+            continue;
+        }
+        match slot {
+            Some(slot) => {
+                if h.length > MAX_INDEXED_VALUE_LEN {
+                    return Err(ScanError::ValueTooLong {
+                        offset: pos,
+                        tag: h.tag,
+                        length: h.length,
+                    });
+                }
+                let vr = h.vr.unwrap_or(INDEXED[slot].1);
+                let Some(value) = src.get(h.value_pos, h.length as usize)? else {
+                    return Err(ScanError::ValueOutOfBounds {
+                        offset: pos,
+                        tag: h.tag,
+                        length: h.length,
+                    });
+                };
+                found.store(slot, vr, value);
+                pos = h.value_pos + h.length as usize;
+            }
+            None => pos = value_end(src, pos, &h)?,
+        }
+    }
+    Ok(found)
+}
+
+/// Skips the items of an undefined-length sequence (or encapsulated value)
+/// starting at `pos`, up to and including its sequence delimitation item.
+/// Returns the position after it.
+fn skip_sequence<S: Source>(
+    src: &mut S,
+    mut pos: usize,
+    enc: Enc,
+    depth: usize,
+    seq: Tag,
+) -> Result<usize, ScanError> {
+    if depth > MAX_DEPTH {
+        return Err(ScanError::TooDeep {
+            offset: pos,
+            tag: seq,
+        });
+    }
+    loop {
+        let Some(bytes) = src.get(pos, 8)? else {
+            return Err(ScanError::UnterminatedSequence {
+                offset: pos,
+                tag: seq,
+            });
+        };
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        let tag = enc.tag(&b);
+        let length = enc.u32([b[4], b[5], b[6], b[7]]);
+        match tag {
+            ITEM if length == UNDEFINED_LENGTH => pos = skip_item(src, pos + 8, enc, depth, seq)?,
+            ITEM => {
+                let h = Header {
+                    tag,
+                    vr: None,
+                    length,
+                    value_pos: pos + 8,
+                    enc,
+                };
+                pos = value_end(src, pos, &h)?;
+            }
+            SEQUENCE_DELIMITATION => return Ok(pos + 8),
+            _ => return Err(ScanError::UnexpectedTag { offset: pos, tag }),
+        }
+    }
+}
+
+/// Skips the elements of an undefined-length item up to and including its
+/// item delimitation item. Returns the position after it.
+fn skip_item<S: Source>(
+    src: &mut S,
+    mut pos: usize,
+    enc: Enc,
+    depth: usize,
+    seq: Tag,
+) -> Result<usize, ScanError> {
+    loop {
+        let Some(h) = read_header(src, pos, enc, false)? else {
+            return Err(ScanError::UnterminatedSequence {
+                offset: pos,
+                tag: seq,
+            });
+        };
+        match h.tag {
+            ITEM_DELIMITATION => return Ok(h.value_pos),
+            ITEM | SEQUENCE_DELIMITATION => {
+                return Err(ScanError::UnexpectedTag {
+                    offset: pos,
+                    tag: h.tag,
+                })
+            }
+            _ => {}
+        }
+        if h.length == UNDEFINED_LENGTH {
+            if !h.undefined_length_allowed() {
+                return Err(ScanError::UndefinedLength {
+                    offset: pos,
+                    tag: h.tag,
+                });
+            }
+            pos = skip_sequence(src, h.value_pos, h.inner_enc(), depth + 1, h.tag)?;
+        } else {
+            pos = value_end(src, pos, &h)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

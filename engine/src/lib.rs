@@ -1,7 +1,16 @@
 //! The nectar engine: everything that waits, stores or sends.
 
+pub mod association;
+pub mod cli;
+pub mod http;
+pub mod ingest;
 pub mod location;
 pub mod manifest;
+pub mod recovery;
+pub mod server;
+pub mod shutdown;
 pub mod storage;
+pub mod telemetry;
+mod telemetry_setup;
 
 pub use location::Location;

@@ -1,0 +1,166 @@
+//! Buffered PDU reading and response writing on one association's socket.
+
+use std::io;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Size of the read buffer. Fragments larger than this are read straight
+/// into their destination instead of through the buffer.
+const READ_BUFFER_LEN: usize = 64 * 1024;
+
+/// A PDV payload at least this long is read straight into its destination,
+/// so large fragments cost no copy through the read buffer.
+const DIRECT_READ_MIN: usize = 16 * 1024;
+
+/// The socket of one association with a read buffer in front of it.
+pub struct Connection {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+}
+
+/// The outcome of `fill`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    Ready,
+    /// The peer closed the connection with no partial PDU buffered.
+    Closed,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Connection {
+        Connection {
+            stream,
+            buf: vec![0; READ_BUFFER_LEN].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Asks the kernel to acknowledge received segments at once.
+    ///
+    /// Senders that leave Nagle's algorithm on (pynetdicom 3.0.4, dcmtk 3.6.7
+    /// without TCP_NODELAY=1) hold back the second small write of a message until
+    /// the first is acknowledged, and Linux delays that ACK by up to 40 ms. The
+    /// kernel leaves quick-ack mode on its own, so this is repeated after every read.
+    fn acknowledge_now(&self) {
+        // Failing only costs latency, so the error is ignored.
+        let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+    }
+
+    fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Reads until at least `n` bytes are buffered (`n` at most the buffer size).
+    ///
+    /// Returns `Fill::Closed` on EOF with nothing buffered, and an
+    /// `UnexpectedEof` error on EOF inside a partly received unit.
+    pub async fn fill(&mut self, n: usize) -> io::Result<Fill> {
+        debug_assert!(n <= self.buf.len());
+        if self.buffered() >= n {
+            return Ok(Fill::Ready);
+        }
+        if self.start + n > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while self.buffered() < n {
+            let read = self.stream.read(&mut self.buf[self.end..]).await?;
+            self.acknowledge_now();
+            if read == 0 {
+                if self.buffered() == 0 {
+                    return Ok(Fill::Closed);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("connection closed with {} bytes of a PDU received", self.buffered()),
+                ));
+            }
+            self.end += read;
+        }
+        Ok(Fill::Ready)
+    }
+
+    /// Reads exactly `n` bytes into a buffer (`n` at most the buffer size)
+    /// and returns them. EOF is an error here.
+    pub async fn read_exact_buffered(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.fill(n).await? == Fill::Closed {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let bytes = &self.buf[self.start..self.start + n];
+        self.start += n;
+        Ok(bytes)
+    }
+
+    /// Fills `dst` completely: first from the buffer, then, for large
+    /// remainders, straight from the socket into `dst`.
+    pub async fn read_into(&mut self, dst: &mut [u8]) -> io::Result<()> {
+        let from_buffer = self.buffered().min(dst.len());
+        dst[..from_buffer].copy_from_slice(&self.buf[self.start..self.start + from_buffer]);
+        self.start += from_buffer;
+        let mut filled = from_buffer;
+
+        while filled < dst.len() {
+            let remaining = dst.len() - filled;
+            if remaining >= DIRECT_READ_MIN {
+                let read = self.stream.read(&mut dst[filled..]).await?;
+                self.acknowledge_now();
+                if read == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                filled += read;
+            } else {
+                let chunk = remaining.min(self.buf.len());
+                if self.fill(chunk).await? == Fill::Closed {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                let take = self.buffered().min(remaining);
+                dst[filled..filled + take].copy_from_slice(&self.buf[self.start..self.start + take]);
+                self.start += take;
+                filled += take;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and drops `n` bytes.
+    pub async fn skip(&mut self, mut n: usize) -> io::Result<()> {
+        while n > 0 {
+            let chunk = n.min(self.buf.len());
+            if self.fill(chunk).await? == Fill::Closed {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let take = self.buffered().min(n);
+            self.start += take;
+            n -= take;
+        }
+        Ok(())
+    }
+
+    /// Returns the reusable output buffer, which `flush_out` sends and clears.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    pub async fn flush_out(&mut self) -> io::Result<()> {
+        self.stream.write_all(&self.out).await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Closes the write half so the peer reads EOF after the bytes sent.
+    pub async fn shutdown(&mut self) {
+        // An error here means the peer is gone already, which is the goal.
+        let _ = self.stream.shutdown().await;
+    }
+}

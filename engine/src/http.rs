@@ -1,0 +1,49 @@
+//! The HTTP endpoint: health and Prometheus metrics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{dev::ServerHandle, web, App, HttpResponse, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// State the HTTP handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// True once the DIMSE listener accepts associations.
+    pub ready: Arc<AtomicBool>,
+    pub prometheus: PrometheusHandle,
+}
+
+/// Starts the HTTP server on `address` and returns its handle for shutdown.
+pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHandle, SocketAddr)> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(address)?;
+    let bound = server.addrs().first().copied().unwrap_or(address);
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok((handle, bound))
+}
+
+async fn health(state: web::Data<HttpState>) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().content_type("text/plain").body("ok\n")
+    } else {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("starting\n")
+    }
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.prometheus.render())
+}

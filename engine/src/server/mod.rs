@@ -1,0 +1,179 @@
+//! `nectar serve`: opens storage and manifest, recovers, starts the workers,
+//! the DIMSE listener and the HTTP endpoint, and shuts down in phases.
+
+mod listener;
+mod workers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nectar_codecs::negotiation::AcceptorPolicy;
+use tokio::sync::{watch, Semaphore};
+
+use crate::association::{AssociationLimits, Services};
+use crate::http::{self, HttpState};
+use crate::manifest::{Manifest, ManifestConfig, ManifestError};
+use crate::recovery::{self, RecoveryError};
+use crate::shutdown::ShutdownController;
+use crate::storage::{Store, StoreConfig, StoreError};
+use crate::telemetry_setup;
+
+use listener::Listener;
+use workers::WorkerPool;
+
+/// How long aborted associations get to close after the shutdown deadline.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything `nectar serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub ae_title: String,
+    pub dimse_address: SocketAddr,
+    pub http_address: SocketAddr,
+    pub workers: usize,
+    pub max_associations: usize,
+    pub accept_any_called_ae: bool,
+    pub allowed_calling_ae_titles: Vec<String>,
+    pub max_pdu_length: u32,
+    pub artim_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub segment_size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to create data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("failed to open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("failed to open the manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("failed to bind {what} on {address}: {source}")]
+    Bind { what: &'static str, address: SocketAddr, source: std::io::Error },
+    #[error("failed to install the metrics recorder: {0}")]
+    Metrics(String),
+    #[error("failed to wait for signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down in phases.
+pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let prometheus = telemetry_setup::install_prometheus().map_err(ServeError::Metrics)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
+
+    let store_config = StoreConfig { segment_size: config.segment_size, ..StoreConfig::default() };
+    let store = Store::open(&config.data_dir, store_config)?;
+    let manifest = Manifest::open(&config.data_dir.join("manifest.sqlite3"), ManifestConfig::default())?;
+    let report = recovery::reenter_missing(&store, &manifest)?;
+    tracing::info!(reentered = report.reentered, unreadable = report.unreadable, data_dir = %config.data_dir.display(), "storage recovered");
+
+    let services = Arc::new(Services {
+        store: store.clone(),
+        manifest: manifest.clone(),
+        policy: AcceptorPolicy {
+            ae_title: config.ae_title.clone(),
+            accept_any_called_ae: config.accept_any_called_ae,
+            allowed_calling_ae_titles: config.allowed_calling_ae_titles.clone(),
+            max_pdu_length: config.max_pdu_length,
+        },
+        limits: AssociationLimits {
+            artim_timeout: config.artim_timeout,
+            idle_timeout: config.idle_timeout,
+            max_pdu_length: config.max_pdu_length,
+        },
+    });
+
+    let system = actix_rt::System::new();
+    let result = system.block_on(run_until_signal(&config, services, prometheus));
+
+    // Storage and manifest close last, after every association has ended.
+    let store_closed = store.close();
+    let manifest_closed = manifest.close();
+    result?;
+    store_closed?;
+    manifest_closed?;
+    tracing::info!("nectar stopped");
+    Ok(())
+}
+
+async fn run_until_signal(
+    config: &ServeConfig,
+    services: Arc<Services>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<(), ServeError> {
+    let tcp = tokio::net::TcpListener::bind(config.dimse_address)
+        .await
+        .map_err(|source| ServeError::Bind { what: "DIMSE", address: config.dimse_address, source })?;
+    let dimse_address = tcp.local_addr().unwrap_or(config.dimse_address);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (http_handle, http_address) = http::start(config.http_address, HttpState { ready: ready.clone(), prometheus })
+        .map_err(|source| ServeError::Bind { what: "HTTP", address: config.http_address, source })?;
+
+    let workers = Arc::new(WorkerPool::start(config.workers));
+    let permits = Arc::new(Semaphore::new(config.max_associations));
+    let (controller, signals) = ShutdownController::new();
+    let (stop_listener, stop_listener_rx) = watch::channel(false);
+    let listener = Listener {
+        listener: tcp,
+        workers: workers.clone(),
+        services,
+        signals,
+        permits: permits.clone(),
+        max_associations: config.max_associations,
+    };
+    let listening = actix_rt::spawn(listener.run(stop_listener_rx));
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        dimse = %dimse_address,
+        http = %http_address,
+        ae_title = config.ae_title.as_str(),
+        workers = config.workers,
+        max_associations = config.max_associations,
+        "nectar listening"
+    );
+
+    wait_for_signal().await?;
+
+    // Phase 1: stop accepting.
+    ready.store(false, Ordering::Release);
+    stop_listener.send_replace(true);
+    let _ = listening.await;
+
+    // Phase 2: open associations finish, or are aborted after the deadline.
+    let all = config.max_associations as u32;
+    let drained = tokio::time::timeout(config.shutdown_timeout, permits.acquire_many(all)).await;
+    if drained.is_err() {
+        let open = config.max_associations - permits.available_permits();
+        tracing::warn!(open, deadline_s = config.shutdown_timeout.as_secs(), "aborting associations still open at the shutdown deadline");
+        controller.abort_associations();
+        let _ = tokio::time::timeout(ABORT_GRACE, permits.acquire_many(all)).await;
+    }
+
+    // Phase 3: HTTP and the workers stop.
+    http_handle.stop(true).await;
+    if let Ok(workers) = Arc::try_unwrap(workers) {
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), ServeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let name = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down");
+    Ok(())
+}

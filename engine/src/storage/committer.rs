@@ -1,0 +1,171 @@
+//! The group committer: one std thread that flushes each segment once per batch.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TrySendError};
+use tokio::sync::oneshot;
+
+use super::segment::Segment;
+use super::writer::PendingRecord;
+use super::{Inner, Shared, StoreError};
+
+pub(crate) struct CommitRequest {
+    segment: Arc<Segment>,
+    end: u64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Counters of the committer since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Batches processed.
+    pub batches: u64,
+    /// Commit requests processed.
+    pub requests: u64,
+    /// msync calls made.
+    pub flushes: u64,
+    /// Largest batch seen.
+    pub max_batch: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct StatsCells {
+    batches: AtomicU64,
+    requests: AtomicU64,
+    flushes: AtomicU64,
+    max_batch: AtomicU64,
+}
+
+impl StatsCells {
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            max_batch: self.max_batch.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `Store::commit`.
+pub(crate) async fn commit(inner: &Inner, pending: PendingRecord) -> Result<(), StoreError> {
+    inner.check_writable()?;
+    if pending.end <= pending.segment.durable.load(Ordering::Acquire) {
+        // A later record of the same segment was flushed already, covering this one.
+        return Ok(());
+    }
+    let (tx, rx) = oneshot::channel();
+    let mut request = CommitRequest { segment: pending.segment, end: pending.end, reply: tx };
+    let mut attempts: u32 = 0;
+    loop {
+        let sent = {
+            let guard = inner.sender.read().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(sender) => sender.try_send(request),
+                None => return Err(StoreError::Closed),
+            }
+        };
+        match sent {
+            Ok(()) => break,
+            Err(TrySendError::Full(back)) => {
+                request = back;
+                metrics::counter!("nectar_commit_queue_full_total").increment(1);
+                if attempts < 8 {
+                    tokio::task::yield_now().await;
+                } else {
+                    let micros = 100u64 << (attempts - 8).min(4);
+                    tokio::time::sleep(Duration::from_micros(micros)).await;
+                }
+                attempts += 1;
+                inner.check_writable()?;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+    }
+    rx.await.unwrap_or(Err(StoreError::Closed))
+}
+
+struct Group {
+    segment: Arc<Segment>,
+    end: u64,
+    replies: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// The committer thread's loop. Returns when every sender is gone and the queue is empty.
+pub(crate) fn run(rx: Receiver<CommitRequest>, shared: Arc<Shared>, max_batch: usize) {
+    let mut batch: Vec<CommitRequest> = Vec::with_capacity(max_batch);
+    while let Ok(first) = rx.recv() {
+        #[cfg(test)]
+        let _gate = shared.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        metrics::histogram!("nectar_commit_batch_size").record(n as f64);
+        shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+        shared.stats.requests.fetch_add(n, Ordering::Relaxed);
+        shared.stats.max_batch.fetch_max(n, Ordering::Relaxed);
+        process(&shared, &mut batch);
+        metrics::histogram!("nectar_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+    }
+    tracing::debug!("segment committer stopped");
+}
+
+fn process(shared: &Shared, batch: &mut Vec<CommitRequest>) {
+    let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
+    for r in batch.drain(..) {
+        let g = groups.entry(r.segment.id).or_insert_with(|| Group { segment: r.segment.clone(), end: 0, replies: Vec::new() });
+        g.end = g.end.max(r.end);
+        g.replies.push(r.reply);
+    }
+    for g in groups.into_values() {
+        let result = flush_group(shared, &g);
+        if let Err(e) = &result {
+            if !matches!(e, StoreError::Poisoned) && !shared.poisoned.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                tracing::error!(error = %e, "segment flush failed; store poisoned until reopened");
+            }
+        }
+        for reply in g.replies {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(StoreError::Io { op, path, source }) => {
+                    Err(StoreError::Io { op, path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) })
+                }
+                Err(_) => Err(StoreError::Poisoned),
+            };
+            // The caller may have stopped waiting (cancelled future); nothing to do then.
+            let _ = reply.send(r);
+        }
+    }
+}
+
+/// Flushes `[durable, max(end, scrub_end))` of one segment and advances `durable` to `end`.
+fn flush_group(shared: &Shared, g: &Group) -> Result<(), StoreError> {
+    let seg = &g.segment;
+    let durable = seg.durable.load(Ordering::Acquire);
+    if g.end <= durable {
+        return Ok(());
+    }
+    if shared.poisoned.load(Ordering::Acquire) {
+        return Err(StoreError::Poisoned);
+    }
+    let flush_end = g.end.max(seg.scrub_end.load(Ordering::Acquire)).min(seg.len);
+    #[cfg(test)]
+    if shared.fail_next_flush.swap(false, Ordering::AcqRel) {
+        return Err(StoreError::Io { op: "msync", path: seg.path.clone(), source: std::io::Error::other("injected flush failure") });
+    }
+    shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    seg.flush(durable, flush_end).map_err(|source| StoreError::Io { op: "msync", path: seg.path.clone(), source })?;
+    // Only record ends move `durable`: bytes below a published record end are immutable,
+    // while scrubbed bytes above it may be written again.
+    seg.durable.fetch_max(g.end, Ordering::Release);
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! One segment file: creation (preallocated, fsynced), mapping, and raw access.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use super::StoreError;
+
+/// File name of segment `id`.
+pub(crate) fn segment_file_name(id: u64) -> String {
+    format!("{id:016x}.seg")
+}
+
+/// Parses `{id:016x}.seg` (or, with `tmp`, `{id:016x}.seg.tmp`).
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<(u64, bool)> {
+    let (stem, tmp) = if let Some(s) = name.strip_suffix(".seg.tmp") {
+        (s, true)
+    } else {
+        (name.strip_suffix(".seg")?, false)
+    };
+    if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    u64::from_str_radix(stem, 16).ok().map(|id| (id, tmp))
+}
+
+/// Maps an I/O error to a [`StoreError`], recognising out-of-space conditions.
+pub(crate) fn io_error(op: &'static str, path: &Path, source: std::io::Error, needed: u64) -> StoreError {
+    match source.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::OutOfSpace { path: path.to_path_buf(), needed, source },
+        _ => StoreError::Io { op, path: path.to_path_buf(), source },
+    }
+}
+
+/// fsyncs a directory so that entries created or renamed in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let d = File::open(dir).map_err(|e| io_error("open directory", dir, e, 0))?;
+    d.sync_all().map_err(|e| io_error("fsync directory", dir, e, 0))
+}
+
+/// Allocates `len` bytes for `file` so that later writes through the mapping cannot fail
+/// for lack of space (which would raise SIGBUS).
+pub(crate) fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY:
+        // - `file` is an open file descriptor for the whole call (borrowed `&File`).
+        // - posix_fallocate takes plain integers and touches no memory of ours.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            e => return Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// A mapped segment.
+///
+/// Concurrency contract (the basis of every `unsafe` block that touches the mapping):
+/// - Bytes below `published` are immutable: nobody writes them again. Readers may form
+///   shared slices over them after an `Acquire` load of `published`.
+/// - Bytes at or above `published` belong to the single `SegmentWriter` that currently owns
+///   the segment (a writable segment is held by at most one writer, or sits in the idle pool
+///   where nobody writes). Nobody else forms references to them.
+/// - The committer never forms references; it only calls `msync` on ranges.
+/// - The file is never truncated by us; it was preallocated to `len` before mapping.
+pub(crate) struct Segment {
+    pub(crate) id: u64,
+    pub(crate) path: PathBuf,
+    map: MmapRaw,
+    pub(crate) len: u64,
+    /// Existed when the store was opened: mapped read-only, never written.
+    pub(crate) sealed: bool,
+    /// Why the segment header is not valid, if it is not.
+    pub(crate) header_problem: Option<String>,
+    /// End of the last record whose header has been written (writable segments).
+    pub(crate) published: AtomicU64,
+    /// Everything below this is known to be on disk (maintained by the committer).
+    pub(crate) durable: AtomicU64,
+    /// Highest end of a range zeroed by `abort_record`; flushed along with the next commit.
+    pub(crate) scrub_end: AtomicU64,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("id", &self.id)
+            .field("len", &self.len)
+            .field("sealed", &self.sealed)
+            .field("published", &self.published.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Creates segment `id` of `size` bytes in `dir` (see "Writing", invariant 6, in the format doc).
+    pub(crate) fn create(dir: &Path, id: u64, size: u64) -> Result<Segment, StoreError> {
+        debug_assert!(size & (super::format::SEGMENT_SIZE_GRANULE - 1) == 0);
+        let final_path = dir.join(segment_file_name(id));
+        let tmp_path = dir.join(format!("{}.tmp", segment_file_name(id)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp_path)
+            .map_err(|e| io_error("create segment", &tmp_path, e, size))?;
+        let cleanup = |err: StoreError| {
+            let _ = std::fs::remove_file(&tmp_path);
+            err
+        };
+        fallocate_hook(&file, size).map_err(|e| cleanup(io_error("posix_fallocate", &tmp_path, e, size)))?;
+        let created_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let header = SegmentHeader { id, size, created_ms }.encode();
+        file.write_all_at(&header, 0).map_err(|e| cleanup(io_error("write segment header", &tmp_path, e, size)))?;
+        file.sync_all().map_err(|e| cleanup(io_error("fsync segment", &tmp_path, e, size)))?;
+        std::fs::rename(&tmp_path, &final_path).map_err(|e| cleanup(io_error("rename segment", &tmp_path, e, size)))?;
+        sync_dir(dir)?;
+        // Mapping raw is safe in itself (MmapRaw hands out only raw pointers); references into
+        // it are formed under the contract on `Segment`. The file was preallocated to `size`
+        // bytes and we never truncate it.
+        let map = MmapOptions::new().len(size as usize).map_raw(&file)
+            .map_err(|e| io_error("mmap segment", &final_path, e, size))?;
+        Ok(Segment {
+            id,
+            path: final_path,
+            map,
+            len: size,
+            sealed: false,
+            header_problem: None,
+            published: AtomicU64::new(SEGMENT_HEADER_LEN),
+            durable: AtomicU64::new(SEGMENT_HEADER_LEN),
+            scrub_end: AtomicU64::new(SEGMENT_HEADER_LEN),
+        })
+    }
+
+    /// Maps an existing segment read-only. `Ok(Err(reason))` when the file cannot be a segment at all.
+    pub(crate) fn open_sealed(path: &Path, id: u64) -> Result<Result<Segment, String>, StoreError> {
+        let file = File::open(path).map_err(|e| io_error("open segment", path, e, 0))?;
+        let len = file.metadata().map_err(|e| io_error("stat segment", path, e, 0))?.len();
+        if len < SEGMENT_HEADER_LEN {
+            return Ok(Err(format!("file is {len} bytes, shorter than a segment header")));
+        }
+        if usize::try_from(len).is_err() {
+            return Ok(Err(format!("file is {len} bytes, too large to map")));
+        }
+        // Read-only mapping of a file nobody writes after a restart: sealed segments are never
+        // given to a writer. External truncation is outside the contract (format doc).
+        let map = MmapOptions::new().len(len as usize).map_raw_read_only(&file)
+            .map_err(|e| io_error("mmap segment", path, e, 0))?;
+        let mut seg = Segment {
+            id,
+            path: path.to_path_buf(),
+            map,
+            len,
+            sealed: true,
+            header_problem: None,
+            published: AtomicU64::new(len),
+            durable: AtomicU64::new(len),
+            scrub_end: AtomicU64::new(len),
+        };
+        seg.header_problem = match SegmentHeader::decode(seg.readable()) {
+            Ok(h) if h.id != id => Some(format!("segment header says id {} but the file name says {id}", h.id)),
+            Ok(h) if h.size != len => Some(format!("segment header says size {} but the file has {len} bytes", h.size)),
+            Ok(_) => None,
+            Err(why) => Some(why),
+        };
+        Ok(Ok(seg))
+    }
+
+    /// End of the bytes that may be read: the whole file for sealed segments, `published` otherwise.
+    pub(crate) fn readable_end(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// The immutable prefix `[0, readable_end)` of the segment.
+    pub(crate) fn readable(&self) -> &[u8] {
+        let end = self.readable_end();
+        // SAFETY:
+        // - `end <= len`: `published` only moves within the mapping.
+        // - Bytes below `published` are never written again (contract on `Segment`), and the
+        //   Acquire load above synchronises with the Release store that published them, so the
+        //   writes that produced them happen-before this read.
+        // - The mapping lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end as usize) }
+    }
+
+    /// A mutable view of `[offset, offset + len)`.
+    ///
+    /// # Safety
+    /// The caller must be the segment's owning writer and the range must lie at or above
+    /// `published` and within the segment; the returned slice must not outlive that ownership.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn writable(&self, offset: u64, len: u64) -> &mut [u8] {
+        debug_assert!(!self.sealed);
+        debug_assert!(offset >= self.published.load(Ordering::Relaxed));
+        assert!(offset.checked_add(len).is_some_and(|e| e <= self.len), "write past segment end");
+        // SAFETY:
+        // - In bounds (asserted above) of a live mapping.
+        // - Exclusive: the caller owns bytes at or above `published` (this function's contract),
+        //   so no other reference to them exists.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset as usize), len as usize) }
+    }
+
+    /// A shared view of `[offset, offset + len)` of bytes the calling writer owns.
+    ///
+    /// # Safety
+    /// As for [`Segment::writable`], minus the mutability.
+    pub(crate) unsafe fn owned(&self, offset: u64, len: u64) -> &[u8] {
+        assert!(offset.checked_add(len).is_some_and(|e| e <= self.len), "read past segment end");
+        // SAFETY: in bounds of a live mapping; only the calling owner writes these bytes, and it
+        // cannot do so while this shared borrow is alive (the borrow ties up the writer).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len as usize) }
+    }
+
+    /// msync(MS_SYNC) of `[start, end)`.
+    pub(crate) fn flush(&self, start: u64, end: u64) -> std::io::Result<()> {
+        if end <= start {
+            return Ok(());
+        }
+        self.map.flush_range(start as usize, (end - start) as usize)
+    }
+}
+
+#[cfg(not(test))]
+fn fallocate_hook(file: &File, size: u64) -> std::io::Result<()> {
+    preallocate(file, size)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test seam: when set, the next preallocation on this thread fails with this errno.
+    pub(crate) static FAIL_FALLOCATE: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+fn fallocate_hook(file: &File, size: u64) -> std::io::Result<()> {
+    if let Some(errno) = FAIL_FALLOCATE.with(|f| f.take()) {
+        return Err(std::io::Error::from_raw_os_error(errno));
+    }
+    preallocate(file, size)
+}

@@ -1,0 +1,219 @@
+//! `SegmentWriter`: one association's append-only writer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::format::{self, RecordHeader, RECORD_HEADER_LEN};
+use super::segment::Segment;
+use super::{Inner, StoreError};
+use crate::Location;
+
+/// The record being written.
+#[derive(Clone, Copy, Debug)]
+struct OpenRecord {
+    /// Offset of the record header in the current segment (== the segment's `published`).
+    start: u64,
+    /// Payload bytes counted so far.
+    len: u64,
+    /// CRC32C of those payload bytes.
+    crc: u32,
+}
+
+/// Writes records into segments it owns exclusively. Owned by one association.
+pub struct SegmentWriter {
+    inner: Arc<Inner>,
+    segment: Option<Arc<Segment>>,
+    open: Option<OpenRecord>,
+}
+
+/// A finished record waiting for [`Store::commit`](super::Store::commit). Not durable yet.
+#[derive(Debug)]
+pub struct PendingRecord {
+    pub location: Location,
+    pub(crate) segment: Arc<Segment>,
+    /// End of the record (aligned); the flush must reach at least this far.
+    pub(crate) end: u64,
+}
+
+impl std::fmt::Debug for SegmentWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentWriter").field("segment", &self.segment.as_ref().map(|s| s.id)).field("open", &self.open).finish()
+    }
+}
+
+impl SegmentWriter {
+    pub(crate) fn new(inner: Arc<Inner>) -> SegmentWriter {
+        SegmentWriter { inner, segment: None, open: None }
+    }
+
+    /// The segment this writer currently owns, if any.
+    pub fn segment_id(&self) -> Option<u64> {
+        self.segment.as_ref().map(|s| s.id)
+    }
+
+    /// Starts a record at the tail of the active segment (creating or rolling a segment when
+    /// needed).
+    pub fn begin_record(&mut self) -> Result<(), StoreError> {
+        self.inner.check_writable()?;
+        if self.open.is_some() {
+            return Err(StoreError::RecordAlreadyOpen);
+        }
+        let has_room = self
+            .segment
+            .as_ref()
+            .is_some_and(|s| s.published.load(Ordering::Relaxed) + RECORD_HEADER_LEN <= s.len);
+        if !has_room {
+            let new = self.inner.acquire_segment(0)?;
+            if let Some(old) = self.segment.replace(new) {
+                self.inner.release_segment(old);
+            }
+        }
+        let seg = self.segment.as_ref().expect("segment acquired above");
+        self.open = Some(OpenRecord { start: seg.published.load(Ordering::Relaxed), len: 0, crc: 0 });
+        Ok(())
+    }
+
+    /// Makes sure the open record can grow by `extra` bytes, rolling to another segment (and
+    /// copying the partial record) if it cannot.
+    fn reserve(&mut self, extra: u64) -> Result<(), StoreError> {
+        let rec = self.open.ok_or(StoreError::NoOpenRecord)?;
+        let seg = self.segment.as_ref().expect("an open record has a segment");
+        let wanted = rec.len.checked_add(extra).ok_or(StoreError::NoOpenRecord)?;
+        if rec.start + RECORD_HEADER_LEN + wanted <= seg.len {
+            return Ok(());
+        }
+        // A single append of the whole payload gets exactly its size; a growing record gets
+        // twice what it has so far, so a streamed record is copied about 2x its size at most.
+        let capacity = if rec.len == 0 { wanted } else { wanted.max(rec.len.saturating_mul(2)) };
+        let new = self.inner.acquire_segment(capacity)?;
+        let new_start = new.published.load(Ordering::Relaxed);
+        if rec.len > 0 {
+            // SAFETY:
+            // - `new` came from `acquire_segment`: this writer owns it exclusively, and the
+            //   destination starts at its `published` tail with room for `capacity >= rec.len`.
+            // - The source is this writer's own open record (above `published` of the old
+            //   segment), which nobody else touches. Distinct segments, so no overlap.
+            unsafe {
+                let src = seg.owned(rec.start + RECORD_HEADER_LEN, rec.len);
+                new.writable(new_start + RECORD_HEADER_LEN, rec.len).copy_from_slice(src);
+            }
+        }
+        // The old segment keeps its tail at `rec.start` (header slot still zero). If it has
+        // enough room left to be reused, scrub the copied bytes first.
+        if seg.len - rec.start >= self.inner.idle_threshold() {
+            self.scrub(seg, rec.start, rec.len);
+        }
+        let old = self.segment.replace(new).expect("had a segment");
+        self.inner.release_segment(old);
+        self.open = Some(OpenRecord { start: new_start, ..rec });
+        tracing::debug!(segment = self.segment_id(), copied = rec.len, "rolled segment mid-record");
+        Ok(())
+    }
+
+    /// Zeroes the bytes of an abandoned record (header slot and `len` payload bytes).
+    fn scrub(&self, seg: &Segment, start: u64, len: u64) {
+        let span = (RECORD_HEADER_LEN + len).min(seg.len - start);
+        // SAFETY: `[start, start + span)` is at or above the segment's `published` tail (the
+        // record was never published) and this writer owns the segment.
+        unsafe { seg.writable(start, span).fill(0) };
+        seg.scrub_end.fetch_max(start + span, Ordering::Release);
+    }
+
+    /// Appends bytes to the open record (a copy). Rolls to a new segment, copying the partial
+    /// record, if it does not fit; a record larger than the segment size gets a segment of its own.
+    pub fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.inner.check_writable()?;
+        if data.is_empty() {
+            return self.open.map(|_| ()).ok_or(StoreError::NoOpenRecord);
+        }
+        let buf = self.spare(data.len())?;
+        buf[..data.len()].copy_from_slice(data);
+        self.advance(data.len());
+        Ok(())
+    }
+
+    /// At least `min` (up to whatever the segment has left) writable bytes at the record's
+    /// tail, e.g. to read from a socket straight into the mapping. They count after `advance`.
+    ///
+    /// Bytes written here but never `advance`d over are not scrubbed; write only what you count.
+    pub fn spare(&mut self, min: usize) -> Result<&mut [u8], StoreError> {
+        self.inner.check_writable()?;
+        self.reserve(min as u64)?;
+        let rec = self.open.expect("reserve checked");
+        let seg = self.segment.as_ref().expect("an open record has a segment");
+        let at = rec.start + RECORD_HEADER_LEN + rec.len;
+        // SAFETY: at or above `published` (inside the open record's room) of a segment this
+        // writer owns; the slice borrows `self` mutably, so no other access through this writer
+        // can happen while it lives.
+        Ok(unsafe { seg.writable(at, seg.len - at) })
+    }
+
+    /// Counts `n` more bytes (written through `spare`) into the record and its running CRC.
+    ///
+    /// # Panics
+    /// Without an open record, or if `n` goes past the room `spare` handed out.
+    pub fn advance(&mut self, n: usize) {
+        let rec = self.open.as_mut().expect("advance without an open record");
+        let seg = self.segment.as_ref().expect("an open record has a segment");
+        let at = rec.start + RECORD_HEADER_LEN + rec.len;
+        assert!(at + n as u64 <= seg.len, "advance past the room spare() gave");
+        // SAFETY: the open record's bytes, owned by this writer (above `published`).
+        let bytes = unsafe { seg.owned(at, n as u64) };
+        rec.crc = crc32c::crc32c_append(rec.crc, bytes);
+        rec.len += n as u64;
+    }
+
+    /// The payload written so far.
+    pub fn record_bytes(&self) -> &[u8] {
+        match (&self.open, &self.segment) {
+            // SAFETY: the open record's bytes, owned by this writer; `&self` keeps `&mut self`
+            // methods (the only writers of these bytes) from running while the slice lives.
+            (Some(rec), Some(seg)) => unsafe { seg.owned(rec.start + RECORD_HEADER_LEN, rec.len) },
+            _ => &[],
+        }
+    }
+
+    /// Length of the payload written so far.
+    pub fn record_len(&self) -> u64 {
+        self.open.map_or(0, |r| r.len)
+    }
+
+    /// Writes the header (length, sequence, CRC) and publishes the record. It is readable from
+    /// here on but NOT durable until [`Store::commit`](super::Store::commit) resolves.
+    pub fn finish_record(&mut self, sequence: u64) -> Result<PendingRecord, StoreError> {
+        self.inner.check_writable()?;
+        let rec = self.open.ok_or(StoreError::NoOpenRecord)?;
+        let seg = self.segment.clone().expect("an open record has a segment");
+        let header = RecordHeader::encode(rec.len, sequence, rec.crc);
+        let payload_end = rec.start + RECORD_HEADER_LEN + rec.len;
+        let end = rec.start + format::record_span(rec.len);
+        debug_assert!(end <= seg.len, "segments are multiples of 8, records 8-aligned");
+        // SAFETY: header slot and padding of the open record: at or above `published`, owned
+        // by this writer. Written before the Release store below publishes them.
+        unsafe {
+            seg.writable(rec.start, RECORD_HEADER_LEN).copy_from_slice(&header);
+            seg.writable(payload_end, end - payload_end).fill(0);
+        }
+        seg.published.store(end, Ordering::Release);
+        self.open = None;
+        metrics::counter!("nectar_store_bytes_written_total").increment(end - rec.start);
+        Ok(PendingRecord { location: Location { segment: seg.id, offset: rec.start, length: rec.len }, segment: seg, end })
+    }
+
+    /// Drops the open record; its bytes are zeroed and the next record starts where it did.
+    pub fn abort_record(&mut self) {
+        if let Some(rec) = self.open.take() {
+            let seg = self.segment.clone().expect("an open record has a segment");
+            self.scrub(&seg, rec.start, rec.len);
+        }
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        self.abort_record();
+        if let Some(seg) = self.segment.take() {
+            self.inner.release_segment(seg);
+        }
+    }
+}
