@@ -201,18 +201,22 @@ fn check_command(command: &Command, context: &AcceptedContext) -> Option<Failure
 
 /// Checks a received data set and scans the attributes the manifest indexes.
 fn check_data_set(store: &StoreInProgress, dataset: &[u8], calling_ae_title: &str) -> Result<ingest::PartialRecord, Failure> {
-    if dataset.len() % 2 != 0 {
-        return Err(Failure::new(
-            status::CANNOT_UNDERSTAND,
-            format!("data set has odd length {}; DICOM data sets have even length", dataset.len()),
-        ));
-    }
     let Some(encoding) = DatasetEncoding::for_transfer_syntax(&store.transfer_syntax_uid) else {
         return Err(Failure::new(
             status::CANNOT_UNDERSTAND,
             format!("transfer syntax {} cannot be parsed", store.transfer_syntax_uid),
         ));
     };
+    // A deflated data set is a deflate bitstream, and real senders omit the
+    // pad byte that would make it even (pydicom's image_dfl.dcm is 4303 bytes),
+    // so only uncompressed encodings must have even length (PS3.5 section 7).
+    let deflated = encoding == DatasetEncoding::DeflatedExplicitVrLittleEndian;
+    if dataset.len() % 2 != 0 && !deflated {
+        return Err(Failure::new(
+            status::CANNOT_UNDERSTAND,
+            format!("data set has odd length {}; DICOM data sets have even length", dataset.len()),
+        ));
+    }
     let attributes = scan::scan_attributes(dataset, encoding)
         .map_err(|error| Failure::new(status::CANNOT_UNDERSTAND, format!("data set cannot be parsed: {error}")))?;
 
