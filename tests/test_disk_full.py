@@ -36,12 +36,12 @@ def test_disk_full_out_of_resources(nectar_factory, data_dir_with_small_segments
 
     assert len(statuses) == len(instances), "the association outlives the failures"
     stored = [i for i in instances if statuses[i.sop_instance] == 0]
-    refused = [i for i in instances if statuses[i.sop_instance] == OUT_OF_RESOURCES]
+    rejected = [i for i in instances if statuses[i.sop_instance] == OUT_OF_RESOURCES]
     assert stored, "some instances fit before the disk filled"
-    assert refused, "the full disk is reported as 0xA700"
+    assert rejected, "the full disk is reported as 0xA700"
     others = {hex(s) for s in statuses.values() if s not in (0, OUT_OF_RESOURCES)}
     assert not others, f"unexpected statuses {others}"
-    assert srv.metrics().get("nectar_store_failures_total", 0) >= len(refused)
+    assert srv.metrics().get("nectar_store_failures_total", 0) >= len(rejected)
 
     # Every acknowledged instance is intact, and nothing else is indexed.
     stop_and_verify(srv, stored, tmp_path / "export")

@@ -127,7 +127,7 @@ impl Session {
     }
 
     /// Completes a C-STORE after its last fragment: checks the data set,
-    /// commits the record, answers, then enters the instance in the manifest.
+    /// commits the record, sends the response, then enters the instance in the manifest.
     pub(super) async fn finish_store(&mut self, mut store: StoreInProgress) -> Result<(), AssociationError> {
         if store.failure.is_none() {
             store.failure = self.commit_store(&store).await.err();
