@@ -10,6 +10,11 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use super::record::InstanceRecord;
 use crate::Location;
 
+/// How long the writer keeps a batch open for more rows after its first one.
+/// Rows are entered after their C-STORE-RSP, so this delays only when an
+/// instance becomes visible in the manifest, never an acknowledgement.
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What the writer reports back to `flush` / `close`: `Err` carries the
 /// descriptions of rows that failed to commit since the previous report.
 pub(crate) type Report = Result<(), String>;
@@ -112,6 +117,7 @@ impl Writer {
                 }
             };
             let Some(first) = first else { break };
+            let batch_started = Instant::now();
             let mut msg = Some(first);
             while let Some(m) = msg.take() {
                 match m {
@@ -127,6 +133,9 @@ impl Writer {
                     break;
                 }
                 msg = self.rx.try_recv().ok();
+                if msg.is_none() && acks.is_empty() && close.is_none() {
+                    msg = self.linger(batch_started);
+                }
             }
             if !rows.is_empty() {
                 self.write_batch(&rows);
@@ -151,6 +160,16 @@ impl Writer {
             ack.send(report);
         }
         tracing::debug!("manifest writer stopped");
+    }
+
+    /// Waits for more rows until `BATCH_LINGER` after the batch's first
+    /// message, so a steady trickle of rows shares one transaction.
+    fn linger(&self, batch_started: Instant) -> Option<Msg> {
+        let waited = batch_started.elapsed();
+        if waited >= BATCH_LINGER {
+            return None;
+        }
+        self.rx.recv_timeout(BATCH_LINGER - waited).ok()
     }
 
     fn take_report(&mut self) -> Report {
