@@ -153,10 +153,10 @@ fn header_prefix(length: u64, sequence: u64) -> [u8; RH_HEADER_CRC] {
     b
 }
 
-/// The record CRC from the CRC32C of the payload alone.
+/// The record CRC, CRC32C(payload ++ header prefix), from the CRC32C of the payload alone.
 pub fn record_crc(length: u64, sequence: u64, payload_crc: u32) -> u32 {
     let prefix = header_prefix(length, sequence);
-    crc32c::crc32c_combine(crc32c::crc32c(&prefix), payload_crc, length as usize)
+    crc32c::crc32c_append(payload_crc, &prefix)
 }
 
 impl RecordHeader {
@@ -241,9 +241,9 @@ mod tests {
         let d = RecordHeader::decode_at(&seg, 8).unwrap();
         assert_eq!((d.length, d.sequence), (payload.len() as u64, 7));
         assert!(d.verify(payload));
-        // The record CRC is crc32c(header[0..24] ++ payload).
-        let mut whole = h[..24].to_vec();
-        whole.extend_from_slice(payload);
+        // The record CRC is crc32c(payload ++ header[0..24]).
+        let mut whole = payload.to_vec();
+        whole.extend_from_slice(&h[..24]);
         assert_eq!(d.crc, crc32c::crc32c(&whole));
         assert!(!d.verify(b"hello, segmenT"));
         assert_eq!(RecordHeader::decode_at(&seg, 64), Err(HeaderProblem::Empty));
