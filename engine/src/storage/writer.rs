@@ -53,6 +53,10 @@ impl SegmentWriter {
 
     /// Starts a record at the tail of the active segment (creating or rolling a segment when
     /// needed).
+    ///
+    /// NOTE: creating a segment runs posix_fallocate and two fsyncs on the calling
+    /// thread, which is an association's worker arbiter; the other associations on
+    /// that arbiter wait meanwhile (once per segment, so once per 256 MiB by default).
     pub fn begin_record(&mut self) -> Result<(), StoreError> {
         self.inner.check_writable()?;
         if self.open.is_some() {
