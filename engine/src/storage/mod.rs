@@ -264,7 +264,7 @@ impl Inner {
     /// Stops accepting commits, lets the committer drain its queue, and joins it.
     fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
-        lock(&self.idle).clear();
+        let idle = std::mem::take(&mut *lock(&self.idle));
         // Dropping the only Sender disconnects the channel once the queue is drained;
         // the committer processes everything still queued, then exits.
         drop(self.sender.write().unwrap_or_else(|e| e.into_inner()).take());
@@ -272,6 +272,11 @@ impl Inner {
             if handle.join().is_err() {
                 tracing::error!("segment committer thread panicked");
             }
+        }
+        // The next open seals these segments, so their preallocated tails would stay
+        // allocated but unused for good.
+        for segment in idle {
+            segment.release_unused_tail();
         }
     }
 }

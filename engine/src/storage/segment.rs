@@ -223,6 +223,36 @@ impl Segment {
     }
 
     /// msync(MS_SYNC) of `[start, end)`.
+    /// Gives the blocks past the last record back to the file system, keeping the file size,
+    /// so the unused tail reads as zeros and takes no space. Only for a segment no writer
+    /// will use again; a failure is logged and leaves the tail allocated.
+    pub(crate) fn release_unused_tail(&self) {
+        let start = self.published.load(Ordering::Acquire).div_ceil(4096) * 4096;
+        if self.sealed || start >= self.len {
+            return;
+        }
+        let result = OpenOptions::new().write(true).open(&self.path).and_then(|file| {
+            let offset = libc::off_t::try_from(start).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+            let len = libc::off_t::try_from(self.len - start).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+            // SAFETY:
+            // - `file` is an open file descriptor for the whole call.
+            // - fallocate takes plain integers and touches no memory of ours; the punched
+            //   range lies above `published`, which no reader looks at and no writer uses.
+            let rc = unsafe {
+                libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        match result {
+            Ok(()) => tracing::debug!(segment = self.id, released = self.len - start, "released the unused segment tail"),
+            Err(error) => tracing::warn!(segment = self.id, %error, "failed to release the unused segment tail"),
+        }
+    }
+
     pub(crate) fn flush(&self, start: u64, end: u64) -> std::io::Result<()> {
         if end <= start {
             return Ok(());

@@ -602,3 +602,32 @@ fn send_sync_bounds() {
     send_sync_clone::<RecordRef>();
     send_sync_clone::<Store>();
 }
+
+#[test]
+fn close_releases_unused_segment_tail() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let segment_size = 8 * 1024 * 1024;
+    let store = Store::open(dir.path(), small(segment_size)).unwrap();
+    let mut writer = store.new_writer();
+    let (location, _) = rt().block_on(put(&store, &mut writer, 10_000));
+    let path = seg_path(&store, location.segment);
+    let allocated_before = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(allocated_before >= segment_size, "the segment starts fully allocated");
+
+    drop(writer);
+    store.close().unwrap();
+    drop(store);
+
+    let metadata = std::fs::metadata(&path).unwrap();
+    assert_eq!(metadata.len(), segment_size, "the file keeps its size");
+    assert!(metadata.blocks() * 512 <= 64 * 1024, "only the written head stays allocated: {}", metadata.blocks() * 512);
+
+    let reopened = Store::open(dir.path(), small(segment_size)).unwrap();
+    let record = reopened.read(location).unwrap();
+    assert_eq!(record.bytes(), &payload(1, 10_000)[..], "the record survives");
+    let report = reopened.check().unwrap();
+    assert!(report.corrupt.is_empty(), "no damage after releasing the tail");
+    assert_eq!(report.records, 1);
+}
