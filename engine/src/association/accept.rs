@@ -37,7 +37,7 @@ pub async fn negotiate_association(
             return None;
         }
         Err(_) => {
-            let error = AssociationError::Timeout { seconds: artim.as_secs() };
+            let error = AssociationError::Timeout { timer: "ARTIM", seconds: artim.as_secs() };
             telemetry::association_failed(&error);
             conn.shutdown().await;
             return None;

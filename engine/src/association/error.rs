@@ -7,8 +7,9 @@ pub enum AssociationError {
     #[error("socket I/O failed: {0}")]
     Io(#[from] std::io::Error),
 
-    #[error("no PDU within {seconds} s")]
-    Timeout { seconds: u64 },
+    /// `timer` is "ARTIM" before A-ASSOCIATE-RQ and "idle" on an established association.
+    #[error("{timer} timer expired: no PDU within {seconds} s")]
+    Timeout { timer: &'static str, seconds: u64 },
 
     /// The peer broke PS3.8; the association is aborted with `reason`
     /// (an A-ABORT provider reason, PS3.8 section 9.3.8).

@@ -108,7 +108,7 @@ impl Session {
                 filled = tokio::time::timeout(idle, self.conn.fill(PDU_HEADER_LEN)) => filled,
             };
             let Ok(filled) = next else {
-                return Err(AssociationError::Timeout { seconds: idle.as_secs() });
+                return Err(AssociationError::Timeout { timer: "idle", seconds: idle.as_secs() });
             };
             if filled? == Fill::Closed {
                 return Ok(End::Closed);
