@@ -41,7 +41,7 @@ pub struct ServeArgs {
 
     /// Capacity profile: a name looked up as NAME.yaml in ./capacity-profiles, $NECTAR_PROFILE_DIR
     /// and the repository's capacity-profiles, or a path to a .yaml file. It sets the defaults of
-    /// the sizing flags below; a flag given explicitly still wins.
+    /// the sizing flags below, and a sizing flag given explicitly overrides it.
     #[arg(long, env = "NECTAR_PROFILE")]
     pub profile: Option<String>,
 
@@ -140,7 +140,7 @@ fn pick<T: Copy + PartialEq + Display>(
     flag.or(from_profile).unwrap_or(default)
 }
 
-/// Combines the flags with the profile; `available_cores` is the worker
+/// Combines the flags with the profile. `available_cores` is the worker
 /// count when neither sets one.
 fn resolve_sizing(args: &ServeArgs, profile: Option<&Profile>, available_cores: usize) -> (Sizing, Vec<Override>) {
     let store_default = StoreConfig::default();
