@@ -21,7 +21,7 @@ pub const PROFILE_DIR_NAME: &str = "capacity-profiles";
 pub const PROFILE_DIR_ENV: &str = "NECTAR_PROFILE_DIR";
 
 /// Anonymous (non-file-backed) memory nectar needs besides its PDU buffers,
-/// in MiB: the binary, thread stacks, SQLite's cache, the commit and manifest
+/// in MiB: heap, thread stacks, SQLite's cache, the commit and manifest
 /// queues and the metrics registry.
 ///
 /// NOTE: an estimate, not a measurement. Mapped segment pages are file-backed
@@ -153,7 +153,7 @@ pub fn anonymous_memory_budget_mib(max_associations: usize, max_pdu_length: u32)
     Some(BASE_ANONYMOUS_MEMORY_MIB + pdu_bytes.div_ceil(1024 * 1024))
 }
 
-/// Whether a `--profile` argument names a file rather than a profile.
+/// Returns true when a `--profile` argument names a file rather than a profile.
 pub fn is_path_argument(argument: &str) -> bool {
     argument.contains('/') || argument.ends_with(".yaml") || argument.ends_with(".yml")
 }
