@@ -6,6 +6,7 @@ pub mod http;
 pub mod ingest;
 pub mod location;
 pub mod manifest;
+pub mod profile;
 pub mod recovery;
 pub mod server;
 pub mod shutdown;

@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub dimse_address: SocketAddr,
     pub http_address: SocketAddr,
     pub workers: usize,
+    /// Pin the workers to the first this many cores the process may use; `None` means all of them.
+    pub pin_cores: Option<usize>,
     pub max_associations: usize,
     pub accept_any_called_ae: bool,
     pub allowed_calling_ae_titles: Vec<String>,
@@ -42,7 +44,10 @@ pub struct ServeConfig {
     pub artim_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
-    pub segment_size: u64,
+    /// Segment size and committer batching.
+    pub store: StoreConfig,
+    /// Manifest writer queue and batching.
+    pub manifest: ManifestConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +74,8 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
 
-    let store_config = StoreConfig { segment_size: config.segment_size, ..StoreConfig::default() };
-    let store = Store::open(&config.data_dir, store_config)?;
-    let manifest = Manifest::open(&config.data_dir.join("manifest.sqlite3"), ManifestConfig::default())?;
+    let store = Store::open(&config.data_dir, config.store.clone())?;
+    let manifest = Manifest::open(&config.data_dir.join("manifest.sqlite3"), config.manifest.clone())?;
     let report = recovery::reenter_missing(&store, &manifest)?;
     tracing::info!(reentered = report.reentered, unreadable = report.unreadable, data_dir = %config.data_dir.display(), "storage recovered");
 
@@ -118,7 +122,12 @@ async fn run_until_signal(
     let (http_handle, http_address) = http::start(config.http_address, HttpState { ready: ready.clone(), prometheus })
         .map_err(|source| ServeError::Bind { what: "HTTP", address: config.http_address, source })?;
 
-    let workers = Arc::new(WorkerPool::start(config.workers));
+    let mut cores = core_affinity::get_core_ids().unwrap_or_default();
+    if let Some(limit) = config.pin_cores {
+        cores.truncate(limit);
+    }
+    let pinned_cores: Vec<usize> = cores.iter().map(|core| core.id).collect();
+    let workers = Arc::new(WorkerPool::start(config.workers, &cores));
     let permits = Arc::new(Semaphore::new(config.max_associations));
     let (controller, signals) = ShutdownController::new();
     let (stop_listener, stop_listener_rx) = watch::channel(false);
@@ -137,6 +146,7 @@ async fn run_until_signal(
         http = %http_address,
         ae_title = config.ae_title.as_str(),
         workers = config.workers,
+        pinned_cores = ?pinned_cores,
         max_associations = config.max_associations,
         "nectar listening"
     );

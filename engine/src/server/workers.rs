@@ -1,6 +1,7 @@
 //! The worker arbiters: one actix arbiter per worker thread, each pinned to a core.
 
 use actix_rt::Arbiter;
+use core_affinity::CoreId;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fixed pool of arbiters; associations are spread over them round-robin
@@ -11,10 +12,9 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `count` arbiters. Worker `i` is pinned to the `i`-th core this
-    /// process may use, when the platform reports its cores.
-    pub fn start(count: usize) -> WorkerPool {
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
+    /// Starts `count` arbiters. Worker `i` is pinned to `cores[i % cores.len()]`;
+    /// with no cores given, no worker is pinned.
+    pub fn start(count: usize, cores: &[CoreId]) -> WorkerPool {
         let arbiters = (0..count.max(1))
             .map(|index| {
                 let arbiter = Arbiter::new();
