@@ -58,10 +58,14 @@ def parse_args(argv):
                         help="cargo target directory with release/nectar and release/nectar-load "
                         "(default $CARGO_TARGET_DIR or target)")
     parser.add_argument("--tmp-dir", help="parent of the per-run data directories (default: the system temp dir)")
+    parser.add_argument("--note", action="append", default=[],
+                        help="sentence to add to the notes of the results (repeatable)")
     parser.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed run")
     args = parser.parse_args(argv)
+
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+
     args.receiver_list = [n for n in args.receivers.split(",") if n]
     args.workload_list = [n for n in args.workloads.split(",") if n]
     for n in args.receiver_list:
@@ -70,6 +74,7 @@ def parse_args(argv):
     for n in args.workload_list:
         if n not in WORKLOADS:
             parser.error(f"unknown workload {n!r}; choose from {','.join(WORKLOADS)}")
+
     if args.quick:
         args.rounds = 1
     return args
@@ -279,7 +284,7 @@ def main(argv=None):
     if os.environ.get(NETNS_ENV) != "1":
         return prepare_outside_netns(args)
 
-    notes = []
+    notes = list(args.note)
     started = datetime.datetime.now(datetime.timezone.utc)
     ctx = build_context(args, notes)
 
@@ -321,8 +326,13 @@ def results_page(text):
         "Written by `bench/compare --update-results` (see bench/README.md). Each run starts one "
         "receiver with an empty data directory on 127.0.0.1 inside a private network namespace, "
         "sends the workload with nectar-load, checks that every instance was stored and stops the "
-        "receiver. Tables give medians over the successful runs. Receiver CPU is utime + stime of the "
-        "receiver and its child processes from /proc during the load; peak anon is the maximum of the "
-        "summed RssAnon of those processes, sampled every 50 ms. nectar-load runs on the same cores "
-        "as the receiver.\n\n" + text
+        "receiver. Tables give medians over the successful runs; \"nectar/receiver\" is nectar's "
+        "median instances/s divided by the receiver's, so above 1 means nectar was faster.\n\n"
+        "Receiver CPU is utime + stime of the receiver and its child processes from /proc during "
+        "the load. Peak anon is the maximum of the summed RssAnon of those processes, sampled every "
+        "50 ms. nectar writes into memory-mapped segment files, so its received data counts as "
+        "RssFile (page cache) and not as RssAnon. nectar-load runs on the same cores as the "
+        "receiver, so absolute figures depend on the machine and on whatever else it runs; "
+        "compare the ratios within one run. In the \"exit\" column, -15 means the receiver "
+        "ended on SIGTERM without handling it.\n\n" + text
     )
