@@ -6,11 +6,13 @@ because storescp, dicom-storescp and Orthanc listen on every interface.
 
 import argparse
 import datetime
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,7 @@ import time
 from types import SimpleNamespace
 
 from . import ceilings, procs, report
-from .receivers import ALL_NAMES, DURABILITY, parse_cores, versions
+from .receivers import ALL_NAMES, orthanc_config, parse_cores, versions
 from .runner import Workload, run_one
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -244,8 +246,10 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
     if notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
 
-    lines += ["## Ceilings", "", "| measurement | MB/s | method |", "| --- | --- | --- |"]
-    lines += [f"| {name} | {rate:,.0f} | {method} |" for name, rate, method in ceiling_rows]
+    lines += ["## Ceilings", "", "| measurement | MB/s median (min–max) | method |", "| --- | --- | --- |"]
+    for name, rates, method in ceiling_rows:
+        lines.append(f"| {name} | {statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) "
+                     f"| {method}, {len(rates)} time(s) |")
     lines.append("")
 
     for workload in ctx.workloads:
@@ -270,6 +274,9 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
         run = next((r for r in results if r.receiver == name and r.receiver_argv), None)
         command = f"`{strip_paths(run.receiver_argv)}`" if run else ""
         lines.append(f"| {name} | {receiver_versions.get(name, '')} | {command} |")
+    if "orthanc" in args.receiver_list:
+        lines += ["", "Orthanc configuration (ports and directories change per run):", "", "```json",
+                  json.dumps(orthanc_config_example(), indent=2), "```"]
     lines += ["", "nectar-load, per workload (the port and called AE title change per receiver):", "", "```sh"]
     for workload in ctx.workloads:
         run = next((r for r in results if r.workload == workload.name and r.load_argv), None)
@@ -297,8 +304,8 @@ def main(argv=None):
     try:
         log("measuring ceilings (loopback TCP, sequential writes)")
         ceiling_rows = ceilings.measure(ctx.tmp_root, args.quick)
-        for name, rate, _method in ceiling_rows:
-            log(f"{name}: {rate:,.0f} MB/s")
+        for name, rates, _method in ceiling_rows:
+            log(f"{name}: " + ", ".join(f"{rate:,.0f}" for rate in rates) + " MB/s")
         results = run_all(args, ctx)
     finally:
         procs.stop_all()
@@ -318,6 +325,10 @@ def main(argv=None):
             f.write(results_page(text))
         log(f"rewrote {path}")
     return 0 if all(r.ok for r in results) else 1
+
+
+def orthanc_config_example():
+    return orthanc_config(dicom_port=4242, http_port=8042, data_dir="$TMP/orthanc-XXXX/data")
 
 
 def results_page(text):

@@ -182,20 +182,7 @@ class Orthanc(Receiver):
         super().__init__(ctx, work_dir)
         self.http_port = procs.free_port()
         self.config_path = os.path.join(work_dir, "orthanc.json")
-        config = {
-            "Name": "bench-compare",
-            "DicomAet": self.called_ae,
-            "DicomPort": self.port,
-            "HttpPort": self.http_port,
-            "StorageDirectory": os.path.join(self.data_dir, "storage"),
-            "IndexDirectory": os.path.join(self.data_dir, "index"),
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomCheckCalledAet": False,
-            "DicomAlwaysAllowStore": True,
-            "Plugins": [],
-            "MaximumPduLength": 131072,  # the maximum Orthanc 1.10.1 accepts
-        }
+        config = orthanc_config(self.port, self.http_port, self.data_dir)
         with open(self.config_path, "w") as f:
             json.dump(config, f, indent=2)
 
@@ -224,6 +211,24 @@ class Orthanc(Receiver):
 
     def stored_count(self):
         return self._get("/statistics")["CountInstances"]
+
+
+def orthanc_config(dicom_port, http_port, data_dir):
+    """Return the Orthanc configuration: defaults except ports, directories, access and PDU length."""
+    return {
+        "Name": "bench-compare",
+        "DicomAet": Orthanc.called_ae,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "StorageDirectory": os.path.join(data_dir, "storage"),
+        "IndexDirectory": os.path.join(data_dir, "index"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "Plugins": [],
+        "MaximumPduLength": 131072,  # the maximum Orthanc 1.10.1 accepts
+    }
 
 
 class Pynetdicom(Receiver):
