@@ -342,7 +342,12 @@ def results_page(text):
         "Receiver CPU is utime + stime of the receiver and its child processes from /proc during "
         "the load. Peak anon is the maximum of the summed RssAnon of those processes, sampled every "
         "50 ms. nectar writes into memory-mapped segment files, so its received data counts as "
-        "RssFile (page cache) and not as RssAnon. nectar-load runs on the same cores as the "
+        "RssFile (page cache) and not as RssAnon.\n\n"
+        "Only nectar and Orthanc flush each instance to disk before they respond. The others leave "
+        "it in the page cache, and the kernel's writeback threads later write it out on CPU time "
+        "that is not counted as theirs. When a receiver calls msync or fsync, the kernel starts "
+        "that writeback in the receiver's context and charges most of its CPU time to the receiver. "
+        "nectar-load runs on the same cores as the "
         "receiver, so absolute figures depend on the machine and on whatever else it runs; "
         "compare the ratios within one run. In the \"exit\" column, -15 means the receiver "
         "ended on SIGTERM without handling it.\n\n" + text

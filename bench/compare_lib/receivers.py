@@ -20,7 +20,7 @@ from . import procs
 # Seconds a receiver may take from start to listening.
 READY_TIMEOUT_S = 60
 
-# What each receiver guarantees when it sends the C-STORE-RSP, and the source.
+# Durability of an instance when the receiver sends its C-STORE-RSP, with the source of that fact.
 DURABILITY = {
     "nectar": "yes (msync before response)",
     "storescp": "no (no fsync)",
@@ -207,7 +207,7 @@ class Orthanc(Receiver):
                 return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"GET /system did not answer within {READY_TIMEOUT_S} s")
+        raise RuntimeError(f"GET /system got no response within {READY_TIMEOUT_S} s")
 
     def stored_count(self):
         return self._get("/statistics")["CountInstances"]

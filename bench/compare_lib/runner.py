@@ -87,7 +87,7 @@ def wait_children_done(pid, timeout_s=5.0):
 
 
 def run_one(ctx, receiver_name, workload, round_no):
-    """Run one receiver against one workload; never raises for a receiver or load failure."""
+    """Run one receiver against one workload; a receiver or load failure goes into RunResult.reason, not an exception."""
     result = RunResult(receiver=receiver_name, workload=workload.name, round=round_no)
     work_dir = tempfile.mkdtemp(prefix=f"{receiver_name}-", dir=ctx.tmp_root)
     receiver = CLASSES[receiver_name](ctx, work_dir)
