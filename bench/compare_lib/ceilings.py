@@ -1,0 +1,103 @@
+"""Machine ceilings measured in the same run: loopback TCP and sequential writes.
+
+Rates are in MB/s with MB = 10^6 bytes, as nectar-load reports them.
+"""
+
+import os
+import socket
+import threading
+import time
+
+MIB = 1 << 20
+
+
+def loopback_tcp_mb_per_s(total_bytes):
+    """Send total_bytes over one TCP stream on 127.0.0.1 and return the receiver's rate.
+
+    A Python sender and receiver thread in one process; both release the GIL
+    in the socket calls. iperf3 is not used.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    result = {}
+
+    def receive():
+        conn, _ = listener.accept()
+        buf = bytearray(4 * MIB)
+        view = memoryview(buf)
+        received = 0
+        start = time.perf_counter()
+        while received < total_bytes:
+            n = conn.recv_into(view)
+            if n == 0:
+                break
+            received += n
+        result["elapsed"] = time.perf_counter() - start
+        result["received"] = received
+        conn.close()
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    with socket.create_connection(("127.0.0.1", port)) as sender:
+        block = bytes(MIB)
+        for _ in range(total_bytes // MIB):
+            sender.sendall(block)
+    thread.join(timeout=120)
+    listener.close()
+    if result.get("received") != total_bytes:
+        raise RuntimeError(f"loopback test received {result.get('received')} of {total_bytes} bytes")
+    return total_bytes / 1e6 / result["elapsed"], "Python socket pair, 1 stream, 1 MiB sends"
+
+
+def sequential_write_mb_per_s(directory, total_bytes, sync_every_bytes=None):
+    """Write total_bytes in 1 MiB blocks to a new file in directory with os.write.
+
+    fdatasync runs every sync_every_bytes bytes if given, and always once at
+    the end; the rate includes that last fdatasync. The file is removed.
+    """
+    path = os.path.join(directory, "ceiling-write.tmp")
+    block = os.urandom(MIB)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        written = 0
+        since_sync = 0
+        start = time.perf_counter()
+        while written < total_bytes:
+            written += os.write(fd, block)
+            since_sync += MIB
+            if sync_every_bytes and since_sync >= sync_every_bytes:
+                os.fdatasync(fd)
+                since_sync = 0
+        os.fdatasync(fd)
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return total_bytes / 1e6 / elapsed
+
+
+def measure(directory, quick):
+    """Return the ceilings as a list of (name, [MB/s per repetition], method).
+
+    Each measurement runs three times (once with quick), interleaved, because
+    on a virtual disk the first large write is often several times slower than
+    the next ones.
+    """
+    scale = 8 if quick else 1
+    repetitions = 1 if quick else 3
+    tcp_bytes = 2_000_000_000 // scale // MIB * MIB
+    write_bytes = (1 << 30) // scale
+    tcp, write_once, write_every = [], [], []
+    for _ in range(repetitions):
+        rate, tcp_method = loopback_tcp_mb_per_s(tcp_bytes)
+        tcp.append(rate)
+        write_once.append(sequential_write_mb_per_s(directory, write_bytes))
+        write_every.append(sequential_write_mb_per_s(directory, write_bytes, sync_every_bytes=16 * MIB))
+    write_method = f"{write_bytes // MIB} MiB in 1 MiB os.write calls"
+    return [
+        ("loopback TCP, 1 stream", tcp, f"{tcp_method}, {tcp_bytes / 1e9:.1f} GB"),
+        ("sequential write, one fdatasync at the end", write_once, write_method),
+        ("sequential write, fdatasync every 16 MiB", write_every, write_method),
+    ]

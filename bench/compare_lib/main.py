@@ -1,0 +1,354 @@
+"""bench/compare: nectar's ingest side by side with other DICOM C-STORE receivers.
+
+The whole benchmark runs inside a private network namespace (unshare -n)
+because storescp, dicom-storescp and Orthanc listen on every interface.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+from . import ceilings, procs, report
+from .receivers import ALL_NAMES, orthanc_config, parse_cores, versions
+from .runner import Workload, run_one
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NETNS_ENV = "NECTAR_COMPARE_IN_NETNS"
+DICOM_STORESCP_VERSION = "0.10.1"
+
+# name: (template file name, instances, studies, associations)
+WORKLOADS = {
+    "small-1": ("CT_small.dcm", 2000, 20, 1),
+    "small-8": ("CT_small.dcm", 2000, 20, 8),
+    "large-1": ("MR2_UNCI.dcm", 200, 2, 1),
+    "large-4": ("MR2_UNCI.dcm", 200, 2, 4),
+}
+# --quick divides the instance counts by this.
+QUICK_DIVISOR = 5
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="bench/compare",
+        description="Run nectar and other DICOM C-STORE receivers under the same nectar-load workloads "
+        "and print a Markdown table per workload.",
+    )
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each round runs every receiver once per workload (default 3)")
+    parser.add_argument("--receivers", default=",".join(ALL_NAMES),
+                        help=f"comma-separated receivers (default: {','.join(ALL_NAMES)})")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated workloads (default: {','.join(WORKLOADS)})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: 1 round, instance counts divided by {QUICK_DIVISOR}, smaller ceilings")
+    parser.add_argument("--out", help="results file (default bench/results-DATE.md)")
+    parser.add_argument("--update-results", action="store_true", help="also rewrite bench/RESULTS.md")
+    parser.add_argument("--profile", help="pass --profile NAME to nectar serve and pin nectar to the "
+                        "cores of capacity-profiles/NAME.yaml with taskset")
+    parser.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")),
+                        help="cargo target directory with release/nectar and release/nectar-load "
+                        "(default $CARGO_TARGET_DIR or target)")
+    parser.add_argument("--tmp-dir", help="parent of the per-run data directories (default: the system temp dir)")
+    parser.add_argument("--note", action="append", default=[],
+                        help="sentence to add to the notes of the results (repeatable)")
+    parser.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed run")
+    args = parser.parse_args(argv)
+
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    args.receiver_list = [n for n in args.receivers.split(",") if n]
+    args.workload_list = [n for n in args.workloads.split(",") if n]
+    for n in args.receiver_list:
+        if n not in ALL_NAMES:
+            parser.error(f"unknown receiver {n!r}; choose from {','.join(ALL_NAMES)}")
+    for n in args.workload_list:
+        if n not in WORKLOADS:
+            parser.error(f"unknown workload {n!r}; choose from {','.join(WORKLOADS)}")
+
+    if args.quick:
+        args.rounds = 1
+    return args
+
+
+def log(message):
+    print(f"compare: {message}", file=sys.stderr, flush=True)
+
+
+def find_template(name):
+    root = os.path.join(REPO, "tests", ".corpus", "files")
+    for dirpath, _dirs, files in os.walk(root):
+        if name in files:
+            return os.path.join(dirpath, name)
+    return None
+
+
+def prepare_outside_netns(args):
+    """Fetch what needs the network (the corpus, dicom-storescp), then re-run inside a private network namespace."""
+    names = {WORKLOADS[w][0] for w in args.workload_list}
+    if any(find_template(n) is None for n in names):
+        log("fetching the test corpus: python3 tests/corpus.py fetch")
+        subprocess.run([sys.executable, os.path.join(REPO, "tests", "corpus.py"), "fetch"], check=True)
+    tool = os.path.join(REPO, "bench", ".tools", "bin", "dicom-storescp")
+    if "dicom-storescp" in args.receiver_list and not os.path.exists(tool):
+        log(f"installing dicom-storescp {DICOM_STORESCP_VERSION} into bench/.tools (once)")
+        result = subprocess.run(["cargo", "install", "dicom-storescp", "--version", DICOM_STORESCP_VERSION,
+                                 "--locked", "--root", os.path.join(REPO, "bench", ".tools")])
+        if result.returncode != 0:
+            log("cargo install dicom-storescp failed; dicom-storescp will be reported as unavailable")
+
+    script = os.path.join(REPO, "bench", "compare")
+    inner = "ip link set lo up && exec " + shlex.join([sys.executable, script] + sys.argv[1:])
+    env = dict(os.environ, **{NETNS_ENV: "1"})
+    try:
+        proc = subprocess.Popen(["unshare", "-n", "bash", "-c", inner], env=env)
+    except FileNotFoundError:
+        sys.exit("compare: unshare not found (util-linux); it is needed to keep the receivers off the network")
+
+    # Forward SIGINT and SIGTERM to the inner run, which stops its receivers.
+    def forward(signum, _frame):
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    code = proc.wait()
+    if code != 0:
+        log(f"the run inside the network namespace exited {code} "
+            "(unshare -n needs root or CAP_SYS_ADMIN)")
+    return code
+
+
+def nectar_accepts_profile(nectar_bin):
+    out = subprocess.run([nectar_bin, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    return "--profile" in out.stdout
+
+
+def profile_cores(name):
+    """Return the taskset core list from capacity-profiles/NAME.yaml, or None if the file is missing."""
+    path = os.path.join(REPO, "capacity-profiles", f"{name}.yaml")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        for line in f:
+            match = re.match(r"\s*cores:\s*(\S.*?)\s*(#.*)?$", line)
+            if match:
+                return parse_cores(match.group(1))
+    return None
+
+
+def template_syntax(path):
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+
+
+def build_context(args, notes):
+    ctx = SimpleNamespace(
+        nectar_bin=os.path.join(args.target_dir, "release", "nectar"),
+        nectar_load_bin=os.path.join(args.target_dir, "release", "nectar-load"),
+        dicom_storescp_bin=os.path.join(REPO, "bench", ".tools", "bin", "dicom-storescp"),
+        python=sys.executable,
+        profile=None,
+        profile_cores=None,
+        keep_failed=args.keep_failed,
+        tmp_root=tempfile.mkdtemp(prefix="nectar-compare-", dir=args.tmp_dir),
+    )
+    for path in (ctx.nectar_bin, ctx.nectar_load_bin):
+        if not os.path.exists(path):
+            sys.exit(f"compare: {path} not found; build it with "
+                     f"cargo build --release -p nectar-engine -p nectar-bench (or pass --target-dir)")
+
+    missing = {
+        "storescp": not os.path.exists("/usr/bin/storescp"),
+        "storescp-fork": not os.path.exists("/usr/bin/storescp"),
+        "orthanc": shutil.which("Orthanc") is None,
+        "dicom-storescp": not os.path.exists(ctx.dicom_storescp_bin),
+    }
+    try:
+        import pynetdicom  # noqa: F401
+    except ImportError:
+        missing["pynetdicom"] = True
+    for name in list(args.receiver_list):
+        if missing.get(name):
+            notes.append(f"{name} is not installed and was skipped.")
+            args.receiver_list.remove(name)
+
+    if args.profile:
+        if not nectar_accepts_profile(ctx.nectar_bin):
+            notes.append(f"nectar serve does not accept --profile yet; --profile {args.profile} was ignored.")
+        else:
+            ctx.profile = args.profile
+            ctx.profile_cores = profile_cores(args.profile)
+            if ctx.profile_cores:
+                notes.append(f"nectar ran with --profile {args.profile}, pinned with taskset -c {ctx.profile_cores}.")
+            else:
+                notes.append(f"nectar ran with --profile {args.profile}; capacity-profiles/{args.profile}.yaml "
+                             "has no cores: entry (or is missing), so nectar was not pinned.")
+
+    ctx.workloads = []
+    for name in args.workload_list:
+        file_name, instances, studies, associations = WORKLOADS[name]
+        path = find_template(file_name)
+        if path is None:
+            sys.exit(f"compare: {file_name} not found under tests/.corpus/files; run python3 tests/corpus.py fetch")
+        if args.quick:
+            instances //= QUICK_DIVISOR
+        ctx.workloads.append(Workload(name, path, instances, studies, associations))
+    ctx.template_syntaxes = sorted({template_syntax(w.template) for w in ctx.workloads})
+    return ctx
+
+
+def run_all(args, ctx):
+    results = []
+    total = args.rounds * len(ctx.workloads) * len(args.receiver_list)
+    for round_no in range(1, args.rounds + 1):
+        for workload in ctx.workloads:
+            for name in args.receiver_list:
+                result = run_one(ctx, name, workload, round_no)
+                results.append(result)
+                status = (f"{result.instances_per_s:,.0f} instances/s, receiver CPU {result.cpu_s:.2f} s"
+                          if result.ok else f"FAILED: {result.reason}")
+                log(f"[{len(results)}/{total}] round {round_no} {workload.name} {name}: {status}")
+    return results
+
+
+def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_before, load_after, receiver_versions):
+    def strip_paths(argv):
+        text = shlex.join(argv)
+        return text.replace(ctx.tmp_root, "$TMP").replace(REPO + "/", "")
+
+    lines = [
+        f"Date: {started:%Y-%m-%d %H:%M} UTC. Duration {elapsed_s / 60:.1f} min. "
+        f"Load average {load_before} before, {load_after} after.",
+        "",
+        "Machine:",
+        "",
+        *report.machine(os.path.dirname(ctx.tmp_root)),
+        "",
+        "Command:",
+        "",
+        "```sh",
+        "bench/compare " + shlex.join(sys.argv[1:]),
+        "```",
+        "",
+    ]
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+
+    lines += ["## Ceilings", "", "| measurement | MB/s median (min–max) | method |", "| --- | --- | --- |"]
+    for name, rates, method in ceiling_rows:
+        lines.append(f"| {name} | {statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) "
+                     f"| {method}, {len(rates)} time(s) |")
+    lines.append("")
+
+    for workload in ctx.workloads:
+        lines += [
+            f"## {workload.name}: {workload.instances} × {os.path.basename(workload.template)}, "
+            f"{workload.associations} association(s), {workload.studies} studies",
+            "",
+            report.workload_table(workload.name, args.receiver_list, results),
+            "",
+        ]
+
+    failed = [r for r in results if not r.ok]
+    lines += ["## Failed runs", ""]
+    if failed:
+        lines += [f"- round {r.round}, {r.workload}, {r.receiver}: {r.reason}" for r in failed]
+    else:
+        lines.append("None.")
+    lines.append("")
+
+    lines += ["## Receivers and commands", "", "| receiver | version | command (one run) |", "| --- | --- | --- |"]
+    for name in args.receiver_list:
+        run = next((r for r in results if r.receiver == name and r.receiver_argv), None)
+        command = f"`{strip_paths(run.receiver_argv)}`" if run else ""
+        lines.append(f"| {name} | {receiver_versions.get(name, '')} | {command} |")
+    if "orthanc" in args.receiver_list:
+        lines += ["", "Orthanc configuration (ports and directories change per run):", "", "```json",
+                  json.dumps(orthanc_config_example(), indent=2), "```"]
+    lines += ["", "nectar-load, per workload (the port and called AE title change per receiver):", "", "```sh"]
+    for workload in ctx.workloads:
+        run = next((r for r in results if r.workload == workload.name and r.load_argv), None)
+        if run:
+            lines.append(strip_paths(run.load_argv))
+    lines += ["```", "", "## Every run", "", report.runs_table(results), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if os.environ.get(NETNS_ENV) != "1":
+        return prepare_outside_netns(args)
+
+    notes = list(args.note)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    ctx = build_context(args, notes)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    clock = time.monotonic()
+    load_before = report.load_average()
+    try:
+        log("measuring ceilings (loopback TCP, sequential writes)")
+        ceiling_rows = ceilings.measure(ctx.tmp_root, args.quick)
+        for name, rates, _method in ceiling_rows:
+            log(f"{name}: " + ", ".join(f"{rate:,.0f}" for rate in rates) + " MB/s")
+        results = run_all(args, ctx)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(ctx.tmp_root, ignore_errors=True)
+    load_after = report.load_average()
+
+    text = render(args, ctx, results, ceiling_rows, notes, started, time.monotonic() - clock,
+                  load_before, load_after, versions(ctx))
+    print(text)
+    out = args.out or os.path.join(REPO, "bench", f"results-{started:%Y-%m-%d}.md")
+    with open(out, "w") as f:
+        f.write(f"# bench/compare results\n\n{text}")
+    log(f"wrote {out}")
+    if args.update_results:
+        path = os.path.join(REPO, "bench", "RESULTS.md")
+        with open(path, "w") as f:
+            f.write(results_page(text))
+        log(f"rewrote {path}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def orthanc_config_example():
+    return orthanc_config(dicom_port=4242, http_port=8042, data_dir="$TMP/orthanc-XXXX/data")
+
+
+def results_page(text):
+    return (
+        "# Ingest compared with other DICOM receivers\n\n"
+        "Written by `bench/compare --update-results` (see bench/README.md). Each run starts one "
+        "receiver with an empty data directory on 127.0.0.1 inside a private network namespace, "
+        "sends the workload with nectar-load, checks that every instance was stored and stops the "
+        "receiver. Tables give medians over the successful runs; \"nectar/receiver\" is nectar's "
+        "median instances/s divided by the receiver's, so above 1 means nectar was faster.\n\n"
+        "Receiver CPU is utime + stime of the receiver and its child processes from /proc during "
+        "the load. Peak anon is the maximum of the summed RssAnon of those processes, sampled every "
+        "50 ms. nectar writes into memory-mapped segment files, so its received data counts as "
+        "RssFile (page cache) and not as RssAnon.\n\n"
+        "Only nectar and Orthanc flush each instance to disk before they respond. The others leave "
+        "it in the page cache, and the kernel's writeback threads later write it out on CPU time "
+        "that is not counted as theirs. When a receiver calls msync or fsync, the kernel starts "
+        "that writeback in the receiver's context and charges most of its CPU time to the receiver. "
+        "nectar-load runs on the same cores as the "
+        "receiver, so absolute figures depend on the machine and on whatever else it runs; "
+        "compare the ratios within one run. In the \"exit\" column, -15 means the receiver "
+        "ended on SIGTERM without handling it.\n\n" + text
+    )
