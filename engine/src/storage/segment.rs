@@ -253,6 +253,16 @@ impl Segment {
         }
     }
 
+    /// Faults `[offset, offset + len)` in as writable pages ahead of the writer
+    /// (`MADV_POPULATE_WRITE`, Linux 5.14 and later). On an older kernel or any error the
+    /// pages are simply faulted in one by one as they are written.
+    pub(crate) fn populate_write(&self, offset: u64, len: u64) {
+        if self.sealed || len == 0 {
+            return;
+        }
+        let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, offset as usize, len as usize);
+    }
+
     pub(crate) fn flush(&self, start: u64, end: u64) -> std::io::Result<()> {
         if end <= start {
             return Ok(());
