@@ -20,7 +20,8 @@ import time
 from types import SimpleNamespace
 
 from . import ceilings, procs, report
-from .receivers import ALL_NAMES, orthanc_config, parse_cores, versions
+from .receivers import ALL_NAMES, orthanc_config, versions
+from . import profile as profiles
 from .runner import Workload, run_one
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,6 +57,9 @@ def parse_args(argv):
     parser.add_argument("--update-results", action="store_true", help="also rewrite bench/RESULTS.md")
     parser.add_argument("--profile", help="pass --profile NAME to nectar serve and pin nectar to the "
                         "cores of capacity-profiles/NAME.yaml with taskset")
+    parser.add_argument("--update-profile", action="store_true",
+                        help="with --profile: write nectar's small-8 instances/s and large-4 MB/s medians "
+                             "into the profile's measured: block")
     parser.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")),
                         help="cargo target directory with release/nectar and release/nectar-load "
                         "(default $CARGO_TARGET_DIR or target)")
@@ -134,19 +138,6 @@ def nectar_accepts_profile(nectar_bin):
     return "--profile" in out.stdout
 
 
-def profile_cores(name):
-    """Return the taskset core list from capacity-profiles/NAME.yaml, or None if the file is missing."""
-    path = os.path.join(REPO, "capacity-profiles", f"{name}.yaml")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        for line in f:
-            match = re.match(r"\s*cores:\s*(\S.*?)\s*(#.*)?$", line)
-            if match:
-                return parse_cores(match.group(1))
-    return None
-
-
 def template_syntax(path):
     import pydicom
 
@@ -189,12 +180,13 @@ def build_context(args, notes):
             notes.append(f"nectar serve does not accept --profile yet; --profile {args.profile} was ignored.")
         else:
             ctx.profile = args.profile
-            ctx.profile_cores = profile_cores(args.profile)
+            ctx.profile_cores = profiles.core_list(REPO, args.profile)
             if ctx.profile_cores:
                 notes.append(f"nectar ran with --profile {args.profile}, pinned with taskset -c {ctx.profile_cores}.")
             else:
                 notes.append(f"nectar ran with --profile {args.profile}; capacity-profiles/{args.profile}.yaml "
-                             "has no cores: entry (or is missing), so nectar was not pinned.")
+                             "is missing, has no cores: count, or asks for more cores than this machine has, "
+                             "so nectar was not pinned.")
 
     ctx.workloads = []
     for name in args.workload_list:
@@ -262,6 +254,9 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
         ]
 
     failed = [r for r in results if not r.ok]
+    if ctx.profile:
+        lines += profiles.verdict_lines(REPO, ctx.profile, results)
+
     lines += ["## Failed runs", ""]
     if failed:
         lines += [f"- round {r.round}, {r.workload}, {r.receiver}: {r.reason}" for r in failed]
@@ -319,6 +314,12 @@ def main(argv=None):
     with open(out, "w") as f:
         f.write(f"# bench/compare results\n\n{text}")
     log(f"wrote {out}")
+    if args.update_profile and ctx.profile:
+        pinned = f"nectar pinned with taskset -c {ctx.profile_cores}" if ctx.profile_cores else "nectar not pinned"
+        machine = f"{os.cpu_count()}-core machine, {pinned}, nectar-load not pinned"
+        written = profiles.write_measured(REPO, ctx.profile, results, f"{started:%Y-%m-%d}", machine,
+                                          "bench/compare " + shlex.join(sys.argv[1:]))
+        log(f"wrote the measured figures into {written}")
     if args.update_results:
         path = os.path.join(REPO, "bench", "RESULTS.md")
         with open(path, "w") as f:
