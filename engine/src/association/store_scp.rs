@@ -211,7 +211,7 @@ fn check_data_set(store: &StoreInProgress, dataset: &[u8], calling_ae_title: &st
     // pad byte that would make it even (pydicom's image_dfl.dcm is 4303 bytes),
     // so only uncompressed encodings must have even length (PS3.5 section 7).
     let deflated = encoding == DatasetEncoding::DeflatedExplicitVrLittleEndian;
-    if dataset.len() % 2 != 0 && !deflated {
+    if !dataset.len().is_multiple_of(2) && !deflated {
         return Err(Failure::new(
             status::CANNOT_UNDERSTAND,
             format!("data set has odd length {}; DICOM data sets have even length", dataset.len()),

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive DICOM instances over DIMSE and store them durably.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Verify every stored record's checksum and the manifest against the segments.
     Fsck(FsckArgs),
     /// Write every instance in the manifest to a folder as Part 10 files.
@@ -41,7 +41,7 @@ impl Cli {
     /// Runs the chosen subcommand and returns the process exit code.
     pub fn run(self) -> i32 {
         match self.command {
-            Command::Serve(args) => serve::run(args),
+            Command::Serve(args) => serve::run(*args),
             Command::Fsck(args) => fsck::run(args),
             Command::Export(args) => export::run(args),
         }
