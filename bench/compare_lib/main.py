@@ -34,7 +34,14 @@ WORKLOADS = {
     "small-8": ("CT_small.dcm", 2000, 20, 8),
     "large-1": ("MR2_UNCI.dcm", 200, 2, 1),
     "large-4": ("MR2_UNCI.dcm", 200, 2, 4),
+    # Not run by default: 64 associations of 7.2 MB instances, for nectar's anonymous
+    # memory (the "peak anon MiB" column). dcmtk's plain storescp serves one
+    # association at a time, so give this workload only receivers that take 64 at once.
+    "memory-64": ("RG1_UNCI.dcm", 384, 8, 64),
 }
+DEFAULT_WORKLOADS = ["small-1", "small-8", "large-1", "large-4"]
+# nectar's anonymous memory budget: this much plus two maximum PDUs per association.
+MEMORY_BUDGET_BASE_MIB = 64
 # --quick divides the instance counts by this.
 QUICK_DIVISOR = 5
 
@@ -49,8 +56,9 @@ def parse_args(argv):
                         help="rounds; each round runs every receiver once per workload (default 3)")
     parser.add_argument("--receivers", default=",".join(ALL_NAMES),
                         help=f"comma-separated receivers (default: {','.join(ALL_NAMES)})")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help=f"comma-separated workloads (default: {','.join(WORKLOADS)})")
+    parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                        help=f"comma-separated workloads of {','.join(WORKLOADS)} "
+                             f"(default: {','.join(DEFAULT_WORKLOADS)})")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: 1 round, instance counts divided by {QUICK_DIVISOR}, smaller ceilings")
     parser.add_argument("--out", help="results file (default bench/results-DATE.md)")
@@ -256,6 +264,8 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
     failed = [r for r in results if not r.ok]
     if ctx.profile:
         lines += profiles.verdict_lines(REPO, ctx.profile, results)
+    if any(w.name == "memory-64" for w in ctx.workloads):
+        lines += memory_budget_lines(results)
 
     lines += ["## Failed runs", ""]
     if failed:
@@ -326,6 +336,20 @@ def main(argv=None):
             f.write(results_page(text))
         log(f"rewrote {path}")
     return 0 if all(r.ok for r in results) else 1
+
+
+def memory_budget_lines(results):
+    """Return Markdown lines comparing nectar's peak anonymous memory in memory-64 with its budget."""
+    runs = [r for r in results if r.receiver == "nectar" and r.workload == "memory-64" and r.ok]
+    if not runs:
+        return []
+    max_pdu_mib = 1  # nectar's default --max-pdu-length, 1 MiB
+    budget = MEMORY_BUDGET_BASE_MIB + 2 * max_pdu_mib * WORKLOADS["memory-64"][3]
+    peak = max(r.peak_anon_mib for r in runs)
+    verdict = "within" if peak <= budget else "over"
+    return ["## Memory budget", "",
+            f"nectar's peak anonymous memory in memory-64: {peak:.1f} MiB, {verdict} its budget of "
+            f"{budget} MiB (64 MiB plus two 1 MiB PDUs per association).", ""]
 
 
 def orthanc_config_example():
