@@ -332,8 +332,9 @@ def main(argv=None):
         log(f"wrote the measured figures into {written}")
     if args.update_results:
         path = os.path.join(REPO, "bench", "RESULTS.md")
+        kept = hand_written_sections(path)
         with open(path, "w") as f:
-            f.write(results_page(text))
+            f.write(results_page(text) + kept)
         log(f"rewrote {path}")
     return 0 if all(r.ok for r in results) else 1
 
@@ -354,6 +355,20 @@ def memory_budget_lines(results):
 
 def orthanc_config_example():
     return orthanc_config(dicom_port=4242, http_port=8042, data_dir="$TMP/orthanc-XXXX/data")
+
+
+# RESULTS.md sections written by hand start at this line and survive --update-results.
+HAND_WRITTEN_MARKER = "<!-- Sections below are written by hand; bench/compare --update-results keeps them. -->"
+
+
+def hand_written_sections(path):
+    """Return the hand-written tail of RESULTS.md, from HAND_WRITTEN_MARKER on, or ""."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    at = text.find(HAND_WRITTEN_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def results_page(text):
