@@ -273,7 +273,7 @@ impl Inner {
                 tracing::error!("segment committer thread panicked");
             }
         }
-        // The next open seals these segments, so their preallocated tails would stay
+        // The next open seals these segments, so their allocated tails would stay
         // allocated but unused for good.
         for segment in idle {
             segment.release_unused_tail();

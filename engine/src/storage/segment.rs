@@ -43,15 +43,22 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     d.sync_all().map_err(|e| io_error("fsync directory", dir, e, 0))
 }
 
-/// Allocates `len` bytes for `file` so that later writes through the mapping cannot fail
-/// for lack of space (which would raise SIGBUS).
-pub(crate) fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+/// Bytes allocated at a time ahead of a segment's writer (at most the segment size).
+/// Writes through the mapping stay inside allocated blocks, so they cannot fail for lack
+/// of space (which would raise SIGBUS), and a segment takes disk space only as it fills.
+pub(crate) const ALLOCATION_CHUNK: u64 = 4 * 1024 * 1024;
+
+/// Allocates `[offset, offset + len)` of `file`, so that later writes through the mapping
+/// into that range cannot fail for lack of space.
+pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    let too_big = |_| std::io::Error::from_raw_os_error(libc::EFBIG);
+    let offset = libc::off_t::try_from(offset).map_err(too_big)?;
+    let len = libc::off_t::try_from(len).map_err(too_big)?;
     loop {
         // SAFETY:
         // - `file` is an open file descriptor for the whole call (borrowed `&File`).
         // - posix_fallocate takes plain integers and touches no memory of ours.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) };
         match rc {
             0 => return Ok(()),
             libc::EINTR => continue,
@@ -69,7 +76,8 @@ pub(crate) fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
 ///   the segment (a writable segment is held by at most one writer, or sits in the idle pool
 ///   where nobody writes). Nobody else forms references to them.
 /// - The committer never forms references; it only calls `msync` on ranges.
-/// - The file is never truncated by us; it was preallocated to `len` before mapping.
+/// - The file is never truncated by us; it has its full length `len` before mapping, and the
+///   writer writes only below `allocated`, whose blocks are allocated.
 pub(crate) struct Segment {
     pub(crate) id: u64,
     pub(crate) path: PathBuf,
@@ -85,6 +93,10 @@ pub(crate) struct Segment {
     pub(crate) durable: AtomicU64,
     /// Highest end of a range zeroed by `abort_record`; flushed along with the next commit.
     pub(crate) scrub_end: AtomicU64,
+    /// End of the allocated blocks: the writer writes only below it (writable segments).
+    pub(crate) allocated: AtomicU64,
+    /// The open file, kept for allocating further chunks (writable segments only).
+    file: Option<File>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -115,7 +127,11 @@ impl Segment {
             let _ = std::fs::remove_file(&tmp_path);
             err
         };
-        fallocate_hook(&file, size).map_err(|e| cleanup(io_error("posix_fallocate", &tmp_path, e, size)))?;
+        // The file gets its full size at once, but blocks only for the first chunk: the
+        // writer allocates the rest chunk by chunk (`ensure_allocated`).
+        let allocated = ALLOCATION_CHUNK.min(size);
+        file.set_len(size).map_err(|e| cleanup(io_error("set segment length", &tmp_path, e, size)))?;
+        fallocate_hook(&file, 0, allocated).map_err(|e| cleanup(io_error("posix_fallocate", &tmp_path, e, allocated)))?;
         let created_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -126,7 +142,7 @@ impl Segment {
         std::fs::rename(&tmp_path, &final_path).map_err(|e| cleanup(io_error("rename segment", &tmp_path, e, size)))?;
         sync_dir(dir)?;
         // Mapping raw is safe in itself (MmapRaw hands out only raw pointers); references into
-        // it are formed under the contract on `Segment`. The file was preallocated to `size`
+        // it are formed under the contract on `Segment`. The file was set to `size`
         // bytes and we never truncate it.
         let map = MmapOptions::new().len(size as usize).map_raw(&file)
             .map_err(|e| io_error("mmap segment", &final_path, e, size))?;
@@ -140,6 +156,8 @@ impl Segment {
             published: AtomicU64::new(SEGMENT_HEADER_LEN),
             durable: AtomicU64::new(SEGMENT_HEADER_LEN),
             scrub_end: AtomicU64::new(SEGMENT_HEADER_LEN),
+            allocated: AtomicU64::new(allocated),
+            file: Some(file),
         })
     }
 
@@ -167,6 +185,8 @@ impl Segment {
             published: AtomicU64::new(len),
             durable: AtomicU64::new(len),
             scrub_end: AtomicU64::new(len),
+            allocated: AtomicU64::new(len),
+            file: None,
         };
         seg.header_problem = match SegmentHeader::decode(seg.readable()) {
             Ok(h) if h.id != id => Some(format!("segment header says id {} but the file name says {id}", h.id)),
@@ -263,6 +283,27 @@ impl Segment {
         let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, offset as usize, len as usize);
     }
 
+    /// Allocates blocks up to at least `end`, `ALLOCATION_CHUNK` bytes at a time. Only the
+    /// segment's writer calls this, before it writes below `end`.
+    pub(crate) fn ensure_allocated(&self, end: u64) -> Result<(), StoreError> {
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        if end <= allocated {
+            return Ok(());
+        }
+        let Some(file) = &self.file else {
+            return Err(StoreError::Io {
+                op: "allocate in a sealed segment",
+                path: self.path.clone(),
+                source: std::io::Error::from_raw_os_error(libc::EBADF),
+            });
+        };
+        let target = end.max(allocated + ALLOCATION_CHUNK).div_ceil(4096).saturating_mul(4096).min(self.len);
+        fallocate_hook(file, allocated, target - allocated)
+            .map_err(|e| io_error("posix_fallocate", &self.path, e, target - allocated))?;
+        self.allocated.store(target, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(crate) fn flush(&self, start: u64, end: u64) -> std::io::Result<()> {
         if end <= start {
             return Ok(());
@@ -272,8 +313,8 @@ impl Segment {
 }
 
 #[cfg(not(test))]
-fn fallocate_hook(file: &File, size: u64) -> std::io::Result<()> {
-    preallocate(file, size)
+fn fallocate_hook(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    preallocate(file, offset, len)
 }
 
 #[cfg(test)]
@@ -283,9 +324,9 @@ thread_local! {
 }
 
 #[cfg(test)]
-fn fallocate_hook(file: &File, size: u64) -> std::io::Result<()> {
+fn fallocate_hook(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     if let Some(errno) = FAIL_FALLOCATE.with(|f| f.take()) {
         return Err(std::io::Error::from_raw_os_error(errno));
     }
-    preallocate(file, size)
+    preallocate(file, offset, len)
 }

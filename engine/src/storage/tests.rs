@@ -614,7 +614,8 @@ fn close_releases_unused_segment_tail() {
     let (location, _) = rt().block_on(put(&store, &mut writer, 10_000));
     let path = seg_path(&store, location.segment);
     let allocated_before = std::fs::metadata(&path).unwrap().blocks() * 512;
-    assert!(allocated_before >= segment_size, "the segment starts fully allocated");
+    assert!(allocated_before >= segment::ALLOCATION_CHUNK, "the first chunk is allocated at creation");
+    assert!(allocated_before < segment_size, "the rest is allocated as the writer reaches it");
 
     drop(writer);
     store.close().unwrap();
@@ -630,4 +631,27 @@ fn close_releases_unused_segment_tail() {
     let report = reopened.check().unwrap();
     assert!(report.corrupt.is_empty(), "no damage after releasing the tail");
     assert_eq!(report.records, 1);
+}
+
+#[test]
+fn writer_allocates_chunks_as_it_fills() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let segment_size = 16 * 1024 * 1024;
+    let store = Store::open(dir.path(), small(segment_size)).unwrap();
+    let mut writer = store.new_writer();
+    let mut locations = Vec::new();
+    rt().block_on(async {
+        for _ in 0..12 {
+            locations.push(put(&store, &mut writer, 700_000).await);
+        }
+    });
+    let (first, _) = locations[0];
+    let allocated = std::fs::metadata(seg_path(&store, first.segment)).unwrap().blocks() * 512;
+    assert!(allocated >= 12 * 700_000, "every written byte is allocated: {allocated}");
+    assert!(allocated < segment_size, "not yet the whole segment: {allocated}");
+    for (location, sequence) in locations {
+        assert_eq!(store.read(location).unwrap().bytes(), &payload(sequence, 700_000)[..]);
+    }
 }

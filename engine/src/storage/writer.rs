@@ -60,9 +60,9 @@ impl SegmentWriter {
     /// Starts a record at the tail of the active segment (creating or rolling a segment when
     /// needed).
     ///
-    /// NOTE: creating a segment runs posix_fallocate and two fsyncs on the calling
-    /// thread, which is an association's worker arbiter; the other associations on
-    /// that arbiter wait meanwhile (once per segment, so once per 256 MiB by default).
+    /// NOTE: creating a segment runs two fsyncs on the calling thread, and every
+    /// allocation chunk a posix_fallocate; that thread is an association's worker
+    /// arbiter, so the other associations on it wait meanwhile.
     pub fn begin_record(&mut self) -> Result<(), StoreError> {
         self.inner.check_writable()?;
         if self.open.is_some() {
@@ -79,7 +79,9 @@ impl SegmentWriter {
             }
         }
         let seg = self.segment.as_ref().expect("segment acquired above");
-        self.open = Some(OpenRecord { start: seg.published.load(Ordering::Relaxed), len: 0, crc: 0 });
+        let start = seg.published.load(Ordering::Relaxed);
+        seg.ensure_allocated(start + RECORD_HEADER_LEN)?;
+        self.open = Some(OpenRecord { start, len: 0, crc: 0 });
         Ok(())
     }
 
@@ -90,6 +92,7 @@ impl SegmentWriter {
         let seg = self.segment.as_ref().expect("an open record has a segment");
         let wanted = rec.len.checked_add(extra).ok_or(StoreError::NoOpenRecord)?;
         if rec.start + RECORD_HEADER_LEN + wanted <= seg.len {
+            seg.ensure_allocated(rec.start + RECORD_HEADER_LEN + wanted)?;
             self.prefault(rec.start + RECORD_HEADER_LEN + rec.len, rec.start + RECORD_HEADER_LEN + wanted);
             return Ok(());
         }
@@ -98,6 +101,7 @@ impl SegmentWriter {
         let capacity = if rec.len == 0 { wanted } else { wanted.max(rec.len.saturating_mul(2)) };
         let new = self.inner.acquire_segment(capacity)?;
         let new_start = new.published.load(Ordering::Relaxed);
+        new.ensure_allocated(new_start + RECORD_HEADER_LEN + wanted)?;
         if rec.len > 0 {
             // SAFETY:
             // - `new` came from `acquire_segment`: this writer owns it exclusively, and the
@@ -133,7 +137,11 @@ impl SegmentWriter {
             return;
         }
         let from = done.max(position / 4096 * 4096);
-        let to = needed_end.max(from + PREFAULT_AHEAD).div_ceil(4096).saturating_mul(4096).min(seg.len);
+        let allocated = seg.allocated.load(Ordering::Relaxed);
+        let to = needed_end.max(from + PREFAULT_AHEAD).div_ceil(4096).saturating_mul(4096).min(allocated);
+        if to <= from {
+            return;
+        }
         seg.populate_write(from, to - from);
         self.prefaulted = (seg.id, to);
     }
