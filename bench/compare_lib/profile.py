@@ -59,7 +59,12 @@ def verdict_lines(repo, name, results):
     lines = [f"## Profile {name}", "", "| figure | recorded | this run | meets |", "| --- | --- | --- | --- |"]
     for key, value in nectar_medians(results).items():
         recorded = read_scalar(text, key)
-        meets = "no figure recorded" if recorded is None else ("yes" if value >= float(recorded) else "no")
+        if recorded is None:
+            meets = "no figure recorded"
+        elif value >= float(recorded):
+            meets = "yes"
+        else:
+            meets = "no"
         lines.append(f"| {key} | {recorded or 'null'} | {value:,.1f} | {meets} |")
     return lines + [""]
 
