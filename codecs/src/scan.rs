@@ -142,7 +142,7 @@ fn indexed_slot(tag: Tag) -> Option<usize> {
     INDEXED_TAGS.binary_search(&tag).ok()
 }
 
-/// How a data set is encoded (PS3.5 section 10).
+/// The encoding of a data set (PS3.5 section 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatasetEncoding {
     ImplicitVrLittleEndian,
@@ -407,7 +407,7 @@ fn parse_integer(s: &str) -> Option<i64> {
     (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
-/// Why a data set could not be scanned. Offsets are byte offsets into the
+/// The reason a data set could not be scanned. Offsets are byte offsets into the
 /// data set (for the deflated encoding, into the inflated stream).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
@@ -485,8 +485,8 @@ pub fn scan_attributes(
     }
 }
 
-/// Where the scanner reads from. The scanner only moves forward: after
-/// asking for bytes at `pos` it never asks for bytes before `pos` again, so a
+/// The source the scanner reads from. The scanner only moves forward: after
+/// requesting bytes at `pos` it never requests bytes before `pos` again, so a
 /// streaming source may drop them.
 trait Source {
     /// The bytes `[pos, pos + n)`, or `None` when the data ends before.

@@ -9,7 +9,7 @@
 //! [`ManifestConfig::max_batch`] rows, and writes them in one transaction with
 //! cached prepared statements: upsert patient / study / series, insert or
 //! replace the instance, advance `segments.indexed_end`, commit. A
-//! [`Manifest::flush`] is answered after the transaction holding every row
+//! [`Manifest::flush`] returns after the transaction containing every row
 //! queued before it. Reads go through a separate read-only connection (WAL
 //! readers never wait for the writer) and see committed rows only.
 //!
@@ -266,7 +266,7 @@ impl Manifest {
     }
 
     /// A new read-only connection to the database, for queries of one's own
-    /// (QIDO-RS, C-FIND). It sees committed rows only.
+    /// (QIDO-RS, C-FIND). It reads committed rows only.
     pub fn read_connection(&self) -> Result<Connection, ManifestError> {
         schema::open_reader(&self.shared.path)
     }
@@ -381,7 +381,7 @@ impl Manifest {
         self.flush_result(ack_rx.await.ok())
     }
 
-    /// Per-segment byte offsets up to which the manifest holds every record.
+    /// Per-segment byte offsets up to which the manifest contains every record.
     pub fn indexed_ends(&self) -> Result<HashMap<u64, u64>, ManifestError> {
         Ok(query::indexed_ends(&self.shared.reader())?)
     }

@@ -195,7 +195,7 @@ fn grouping_of_patients_studies_series() {
     assert_eq!(s.number_of_series, 2);
     assert_eq!(s.number_of_instances, 3);
     assert_eq!(m.study_summary("none").unwrap(), None);
-    // Newest patient attributes win: sequence 2 and 3 said DOE^P1.
+    // Newest patient attributes win: sequences 2 and 3 carried DOE^P1.
     assert_eq!(
         m.instance("1.1.1.1")
             .unwrap()

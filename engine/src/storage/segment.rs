@@ -85,7 +85,7 @@ pub(crate) struct Segment {
     pub(crate) len: u64,
     /// Existed when the store was opened: mapped read-only, never written.
     pub(crate) sealed: bool,
-    /// Why the segment header is not valid, if it is not.
+    /// The reason the segment header is invalid, if it is.
     pub(crate) header_problem: Option<String>,
     /// End of the last record whose header has been written (writable segments).
     pub(crate) published: AtomicU64,
