@@ -180,6 +180,14 @@ pub mod element {
     pub const AFFECTED_SOP_INSTANCE_UID: u16 = 0x1000;
     /// (0000,1001) Requested SOP Instance UID, UI.
     pub const REQUESTED_SOP_INSTANCE_UID: u16 = 0x1001;
+    /// (0000,1020) Number of Remaining Sub-operations, US.
+    pub const NUMBER_OF_REMAINING_SUB_OPERATIONS: u16 = 0x1020;
+    /// (0000,1021) Number of Completed Sub-operations, US.
+    pub const NUMBER_OF_COMPLETED_SUB_OPERATIONS: u16 = 0x1021;
+    /// (0000,1022) Number of Failed Sub-operations, US.
+    pub const NUMBER_OF_FAILED_SUB_OPERATIONS: u16 = 0x1022;
+    /// (0000,1023) Number of Warning Sub-operations, US.
+    pub const NUMBER_OF_WARNING_SUB_OPERATIONS: u16 = 0x1023;
     /// (0000,1030) Move Originator Application Entity Title, AE.
     pub const MOVE_ORIGINATOR_AE_TITLE: u16 = 0x1030;
     /// (0000,1031) Move Originator Message ID, US.
@@ -189,6 +197,9 @@ pub mod element {
 /// Command Data Set Type (0000,0800) value meaning "no data set follows".
 /// Any other value means a data set follows (senders use 0x0000 or 0x0001).
 pub const NO_DATA_SET: u16 = 0x0101;
+
+/// Command Data Set Type (0000,0800) value this encoder writes when a data set follows.
+pub const DATA_SET_PRESENT: u16 = 0x0000;
 
 /// The attributes of a DIMSE command set that nectar uses.
 ///
@@ -218,12 +229,27 @@ pub struct Command {
     pub status: Option<u16>,
     /// (0000,0600)
     pub move_destination: Option<String>,
+    /// (0000,1020), (0000,1021), (0000,1022), (0000,1023).
+    pub sub_operations: Option<SubOperations>,
     /// (0000,1030)
     pub move_originator_ae_title: Option<String>,
     /// (0000,1031)
     pub move_originator_message_id: Option<u16>,
     /// (0000,0902)
     pub error_comment: Option<String>,
+}
+
+/// The sub-operation counters of a C-GET or C-MOVE response (PS3.7 9.3.3.2, 9.3.4.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOperations {
+    /// (0000,1020); absent from a final response, so `None` there.
+    pub remaining: Option<u16>,
+    /// (0000,1021)
+    pub completed: u16,
+    /// (0000,1022)
+    pub failed: u16,
+    /// (0000,1023)
+    pub warning: u16,
 }
 
 impl Command {
@@ -337,6 +363,18 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandError> {
             element::REQUESTED_SOP_INSTANCE_UID => {
                 cmd.requested_sop_instance_uid = Some(text(value))
             }
+            element::NUMBER_OF_REMAINING_SUB_OPERATIONS => {
+                cmd.sub_operations.get_or_insert_with(SubOperations::default).remaining = Some(us()?)
+            }
+            element::NUMBER_OF_COMPLETED_SUB_OPERATIONS => {
+                cmd.sub_operations.get_or_insert_with(SubOperations::default).completed = us()?
+            }
+            element::NUMBER_OF_FAILED_SUB_OPERATIONS => {
+                cmd.sub_operations.get_or_insert_with(SubOperations::default).failed = us()?
+            }
+            element::NUMBER_OF_WARNING_SUB_OPERATIONS => {
+                cmd.sub_operations.get_or_insert_with(SubOperations::default).warning = us()?
+            }
             element::MOVE_ORIGINATOR_AE_TITLE => cmd.move_originator_ae_title = Some(text(value)),
             element::MOVE_ORIGINATOR_MESSAGE_ID => cmd.move_originator_message_id = Some(us()?),
             _ => {}
@@ -448,6 +486,12 @@ pub fn encode_command(cmd: &Command) -> Vec<u8> {
         &cmd.requested_sop_instance_uid,
         UI,
     );
+    if let Some(sub) = cmd.sub_operations {
+        us(&mut out, element::NUMBER_OF_REMAINING_SUB_OPERATIONS, sub.remaining);
+        put_us(&mut out, element::NUMBER_OF_COMPLETED_SUB_OPERATIONS, sub.completed);
+        put_us(&mut out, element::NUMBER_OF_FAILED_SUB_OPERATIONS, sub.failed);
+        put_us(&mut out, element::NUMBER_OF_WARNING_SUB_OPERATIONS, sub.warning);
+    }
     text(
         &mut out,
         element::MOVE_ORIGINATOR_AE_TITLE,
@@ -497,6 +541,63 @@ pub fn c_store_rsp(
         data_set_type: NO_DATA_SET,
         status: Some(status),
         error_comment: error_comment.map(|c| c.chars().take(MAX_ERROR_COMMENT_LEN).collect()),
+        ..Command::default()
+    }
+}
+
+/// A C-FIND-RSP (PS3.7 9.3.2.2) answering message `message_id`; `has_identifier`
+/// for a Pending response that carries a matching identifier.
+pub fn c_find_rsp(message_id: u16, sop_class_uid: &str, status: u16, has_identifier: bool) -> Command {
+    Command {
+        command_field: command_field::C_FIND_RSP,
+        message_id_being_responded_to: Some(message_id),
+        affected_sop_class_uid: Some(sop_class_uid.to_owned()),
+        data_set_type: if has_identifier { DATA_SET_PRESENT } else { NO_DATA_SET },
+        status: Some(status),
+        ..Command::default()
+    }
+}
+
+/// A C-GET-RSP or C-MOVE-RSP (PS3.7 9.3.3.2, 9.3.4.2) answering message
+/// `message_id`. `response_field` is [`command_field::C_GET_RSP`] or
+/// [`command_field::C_MOVE_RSP`]; `has_identifier` when a Failed SOP Instance
+/// UID List follows.
+pub fn c_retrieve_rsp(
+    response_field: u16,
+    message_id: u16,
+    sop_class_uid: &str,
+    status: u16,
+    sub_operations: SubOperations,
+    has_identifier: bool,
+) -> Command {
+    Command {
+        command_field: response_field,
+        message_id_being_responded_to: Some(message_id),
+        affected_sop_class_uid: Some(sop_class_uid.to_owned()),
+        data_set_type: if has_identifier { DATA_SET_PRESENT } else { NO_DATA_SET },
+        status: Some(status),
+        sub_operations: Some(sub_operations),
+        ..Command::default()
+    }
+}
+
+/// A C-STORE-RQ (PS3.7 9.3.1.1) for a sub-operation of a C-GET or C-MOVE;
+/// `move_originator` is the AE title and message ID of the C-MOVE it serves.
+pub fn c_store_rq(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    move_originator: Option<(&str, u16)>,
+) -> Command {
+    Command {
+        command_field: command_field::C_STORE_RQ,
+        message_id: Some(message_id),
+        affected_sop_class_uid: Some(sop_class_uid.to_owned()),
+        affected_sop_instance_uid: Some(sop_instance_uid.to_owned()),
+        priority: Some(priority::MEDIUM),
+        data_set_type: DATA_SET_PRESENT,
+        move_originator_ae_title: move_originator.map(|(ae, _)| ae.to_owned()),
+        move_originator_message_id: move_originator.map(|(_, id)| id),
         ..Command::default()
     }
 }

@@ -23,6 +23,7 @@ fn full_command() -> Command {
         move_destination: Some("DEST".into()),
         move_originator_ae_title: Some("ORIGIN".into()),
         move_originator_message_id: Some(77),
+        sub_operations: Some(SubOperations { remaining: Some(4), completed: 1, failed: 2, warning: 3 }),
         error_comment: Some("odd".into()),
     }
 }
@@ -74,7 +75,7 @@ fn encode_writes_group_length_first_and_ascending_tags() {
         tags,
         [
             0x0000, 0x0002, 0x0003, 0x0100, 0x0110, 0x0120, 0x0600, 0x0700, 0x0800, 0x0900, 0x0902,
-            0x1000, 0x1001, 0x1030, 0x1031
+            0x1000, 0x1001, 0x1020, 0x1021, 0x1022, 0x1023, 0x1030, 0x1031
         ]
     );
 }
@@ -363,4 +364,28 @@ fn status_categories_and_constants() {
     assert!(command_field::is_response(command_field::N_DELETE_RSP));
     assert!(!command_field::is_response(command_field::C_CANCEL_RQ));
     assert!(!command_field::is_response(command_field::C_ECHO_RQ));
+}
+
+#[test]
+fn sub_operation_counters_round_trip() {
+    let sub = SubOperations { remaining: Some(3), completed: 2, failed: 1, warning: 0 };
+    let rsp = c_retrieve_rsp(command_field::C_GET_RSP, 7, "1.2.840.10008.5.1.4.1.2.2.3", status::PENDING, sub, false);
+    let decoded = decode_command(&encode_command(&rsp)).unwrap();
+    assert_eq!(decoded.sub_operations, Some(sub));
+    assert_eq!(decoded, rsp);
+
+    let last = SubOperations { remaining: None, ..sub };
+    let rsp = c_retrieve_rsp(command_field::C_MOVE_RSP, 7, "1.2.840.10008.5.1.4.1.2.2.2", status::SUB_OPERATIONS_COMPLETE_WITH_FAILURES, last, true);
+    let bytes = encode_command(&rsp);
+    assert!(!bytes.windows(4).any(|w| w == [0x00, 0x00, 0x20, 0x10]), "no remaining counter in a final response");
+    assert_eq!(decode_command(&bytes).unwrap(), rsp);
+}
+
+#[test]
+fn store_sub_operation_request_carries_the_move_originator() {
+    let rq = c_store_rq(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", Some(("MOVESCU", 5)));
+    let decoded = decode_command(&encode_command(&rq)).unwrap();
+    assert_eq!(decoded.move_originator_ae_title.as_deref(), Some("MOVESCU"));
+    assert_eq!(decoded.move_originator_message_id, Some(5));
+    assert!(decoded.has_data_set());
 }

@@ -1,10 +1,11 @@
-//! Association negotiation for a C-STORE / C-ECHO SCP: PS3.8 section 7.1,
-//! PS3.7 annex D.3.3 (including D.3.3.4, SCP/SCU role selection).
+//! Association negotiation for a storage, verification and query/retrieve
+//! SCP: PS3.8 section 7.1, PS3.7 annex D.3.3 (including D.3.3.4, SCP/SCU
+//! role selection).
 //!
 //! [`negotiate`] is a pure function: a decoded A-ASSOCIATE-RQ and an
 //! [`AcceptorPolicy`] in, an A-ASSOCIATE-AC or -RJ out, with the reason.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use dicom_core::dictionary::UidDictionary;
 use dicom_dictionary_std::StandardSopClassDictionary;
@@ -37,6 +38,34 @@ pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 /// Transfer syntaxes accepted for the Verification SOP Class.
 pub const VERIFICATION_TRANSFER_SYNTAXES: &[&str] =
     &[IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN];
+
+/// The query/retrieve SOP classes of PS3.4 annex C this SCP serves.
+pub mod query_retrieve {
+    pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+    pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
+    pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+    pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+    pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+    pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+
+    /// All of them.
+    pub const ALL: &[&str] = &[
+        PATIENT_ROOT_FIND,
+        PATIENT_ROOT_MOVE,
+        PATIENT_ROOT_GET,
+        STUDY_ROOT_FIND,
+        STUDY_ROOT_MOVE,
+        STUDY_ROOT_GET,
+    ];
+}
+
+/// Transfer syntaxes accepted for the query/retrieve SOP classes (the
+/// identifiers are small data sets in a native encoding).
+pub const QUERY_RETRIEVE_TRANSFER_SYNTAXES: &[&str] = &[
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    "1.2.840.10008.1.2.2", // Explicit VR Big Endian
+];
 
 /// Transfer syntaxes a C-STORE SCP accepts and stores unchanged.
 ///
@@ -129,6 +158,13 @@ pub struct AcceptedContext {
     pub abstract_syntax: String,
     /// The one transfer syntax accepted.
     pub transfer_syntax: String,
+    /// The requestor may invoke operations of this SOP class (its SCU role;
+    /// true unless role selection said otherwise).
+    pub requestor_is_scu: bool,
+    /// The requestor takes the SCP role for this SOP class, so nectar may send
+    /// C-STORE requests on this context (C-GET sub-operations). Only set
+    /// through role selection (PS3.7 D.3.3.4).
+    pub requestor_is_scp: bool,
 }
 
 /// Why an association was rejected.
@@ -249,12 +285,15 @@ fn trim_ae(s: &str) -> &str {
 /// Rejected results echo the first proposed transfer syntax (or "").
 /// An association with no accepted context is still accepted, as dcmtk does.
 ///
-/// Role selection (PS3.7 D.3.3.4): for each SCP/SCU Role Selection item on a
-/// storage SOP class the A-ASSOCIATE-AC answers SCU role = what the requestor
-/// proposed, SCP role = 0 (nectar never sends C-STORE). If the requestor
-/// proposed SCU role 0 for a storage class, no role is left for it on the
-/// contexts of that class, so they are answered user-rejection (1). Items on
-/// other classes are not answered (default roles).
+/// * a query/retrieve SOP class ([`query_retrieve::ALL`]): first proposed of
+///   [`QUERY_RETRIEVE_TRANSFER_SYNTAXES`].
+///
+/// Role selection (PS3.7 D.3.3.4): each SCP/SCU Role Selection item on a
+/// storage SOP class is answered with the roles the requestor proposed, so a
+/// C-GET requestor that offers the SCP role gets it and nectar may send
+/// C-STORE on those contexts. A requestor that proposes neither role leaves
+/// no role for the class, so its contexts are answered user-rejection (1).
+/// Items on other classes are not answered (default roles).
 pub fn negotiate(rq: &AssociationRQ, policy: &AcceptorPolicy) -> Negotiation {
     if rq.protocol_version & 1 == 0 {
         return reject(RejectReason::ProtocolVersionNotSupported);
@@ -284,20 +323,17 @@ pub fn negotiate(rq: &AssociationRQ, policy: &AcceptorPolicy) -> Negotiation {
 
     // Role selection replies, first item per SOP class wins.
     let mut role_replies: Vec<UserVariableItem> = Vec::new();
-    let mut no_scu_role: HashSet<&str> = HashSet::new();
-    let mut answered: HashSet<&str> = HashSet::new();
+    let mut roles_by_class: HashMap<&str, RequestorRoles> = HashMap::new();
     for item in &rq.user_variables {
         if let UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) = item {
             let uid = trim_padding(uid);
-            if is_storage_sop_class(uid) && answered.insert(uid) {
-                if !roles.scu {
-                    no_scu_role.insert(uid);
-                }
+            if is_storage_sop_class(uid) && !roles_by_class.contains_key(uid) {
+                roles_by_class.insert(uid, roles.clone());
                 role_replies.push(UserVariableItem::ScuScpRoleSelectionSubItem(
                     uid.to_owned(),
                     RequestorRoles {
                         scu: roles.scu,
-                        scp: false,
+                        scp: roles.scp,
                     },
                 ));
             }
@@ -317,15 +353,20 @@ pub fn negotiate(rq: &AssociationRQ, policy: &AcceptorPolicy) -> Negotiation {
             Some(VERIFICATION_TRANSFER_SYNTAXES)
         } else if is_storage_sop_class(abstract_syntax) {
             Some(STORAGE_TRANSFER_SYNTAXES)
+        } else if query_retrieve::ALL.contains(&abstract_syntax) {
+            Some(QUERY_RETRIEVE_TRANSFER_SYNTAXES)
         } else {
             None
         };
+        let roles = roles_by_class.get(abstract_syntax);
+        let requestor_is_scu = roles.is_none_or(|r| r.scu);
+        let requestor_is_scp = roles.is_some_and(|r| r.scp);
         let (reason, transfer_syntax) = match supported {
             None => (
                 PresentationContextResultReason::AbstractSyntaxNotSupported,
                 first_proposed,
             ),
-            Some(_) if no_scu_role.contains(abstract_syntax) => (
+            Some(_) if !requestor_is_scu && !requestor_is_scp => (
                 PresentationContextResultReason::UserRejection,
                 first_proposed,
             ),
@@ -340,6 +381,8 @@ pub fn negotiate(rq: &AssociationRQ, policy: &AcceptorPolicy) -> Negotiation {
                         id: pc.id,
                         abstract_syntax: abstract_syntax.to_owned(),
                         transfer_syntax: ts.to_owned(),
+                        requestor_is_scu,
+                        requestor_is_scp,
                     });
                     (PresentationContextResultReason::Acceptance, ts.to_owned())
                 }

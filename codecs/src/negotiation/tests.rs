@@ -90,11 +90,15 @@ fn accepts_decoded_dcmtk_style_request_end_to_end() {
                 id: 1,
                 abstract_syntax: CT.into(),
                 transfer_syntax: JPEG_BASELINE.into(),
+                requestor_is_scu: true,
+                requestor_is_scp: false,
             },
             AcceptedContext {
                 id: 3,
                 abstract_syntax: VERIFICATION_SOP_CLASS.into(),
                 transfer_syntax: IMPLICIT_VR_LITTLE_ENDIAN.into(),
+                requestor_is_scu: true,
+                requestor_is_scp: false,
             },
         ]
     );
@@ -188,7 +192,7 @@ fn first_supported_transfer_syntax_in_scu_order() {
 #[test]
 fn unsupported_abstract_and_transfer_syntaxes() {
     let r = rq(vec![
-        pc(1, FIND, &[IMPLICIT_VR_LITTLE_ENDIAN]),
+        pc(1, "1.2.840.10008.5.1.4.31", &[IMPLICIT_VR_LITTLE_ENDIAN]), // Modality Worklist FIND
         pc(3, "1.2.3.999", &[]),
         pc(5, CT, &["1.2.840.10008.1.2.4.52", "1.2.3"]), // retired JPEG: not stored
         pc(7, VERIFICATION_SOP_CLASS, &[BIG_ENDIAN]),
@@ -218,7 +222,7 @@ fn unsupported_abstract_and_transfer_syntaxes() {
 
 #[test]
 fn zero_accepted_contexts_still_accepts() {
-    let r = rq(vec![pc(1, FIND, &[IMPLICIT_VR_LITTLE_ENDIAN])]);
+    let r = rq(vec![pc(1, "1.2.840.10008.5.1.4.31", &[IMPLICIT_VR_LITTLE_ENDIAN])]);
     let (ac, contexts, ..) = accepted(negotiate(&r, &policy()));
     assert!(contexts.is_empty());
     assert_eq!(ac.presentation_contexts.len(), 1);
@@ -353,17 +357,18 @@ fn role_selection_replies() {
     assert_eq!(
         replies,
         [
-            &UserVariableItem::ScuScpRoleSelectionSubItem(CT.into(), roles(true, false)),
-            &UserVariableItem::ScuScpRoleSelectionSubItem(MR.into(), roles(false, false)),
+            &UserVariableItem::ScuScpRoleSelectionSubItem(CT.into(), roles(true, true)),
+            &UserVariableItem::ScuScpRoleSelectionSubItem(MR.into(), roles(false, true)),
         ]
     );
-    // MR was proposed with the requestor as SCP only: nothing left to do on it
-    assert_eq!(
-        result(&ac, 3).0,
-        &PresentationContextResultReason::UserRejection
-    );
-    let ids: Vec<u8> = contexts.iter().map(|c| c.id).collect();
-    assert_eq!(ids, [1]);
+    // MR was proposed with the requestor as SCP only: a C-GET context
+    let roles_of = |id: u8| {
+        let c = contexts.iter().find(|c| c.id == id).unwrap();
+        (c.requestor_is_scu, c.requestor_is_scp)
+    };
+    assert_eq!(roles_of(1), (true, true));
+    assert_eq!(roles_of(3), (false, true));
+    assert_eq!(roles_of(5), (true, false));
     // sub-item order: 51, 52, 54..., 55
     let types: Vec<u8> = ac
         .user_variables
@@ -402,9 +407,33 @@ fn role_selection_from_wire_bytes() {
             CT.into(),
             RequestorRoles {
                 scu: true,
-                scp: false
+                scp: true
             }
         )));
+}
+
+#[test]
+fn a_class_with_no_role_left_is_rejected_by_the_user() {
+    let mut r = rq(vec![pc(1, CT, &[IMPLICIT_VR_LITTLE_ENDIAN])]);
+    r.user_variables = vec![UserVariableItem::ScuScpRoleSelectionSubItem(
+        CT.into(),
+        RequestorRoles { scu: false, scp: false },
+    )];
+    let (ac, contexts, ..) = accepted(negotiate(&r, &policy()));
+    assert!(contexts.is_empty());
+    assert_eq!(result(&ac, 1).0, &PresentationContextResultReason::UserRejection);
+}
+
+#[test]
+fn query_retrieve_classes_are_accepted() {
+    let r = rq(query_retrieve::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, uid)| pc(2 * i as u8 + 1, uid, &[BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN]))
+        .collect());
+    let (_, contexts, ..) = accepted(negotiate(&r, &policy()));
+    assert_eq!(contexts.len(), query_retrieve::ALL.len());
+    assert!(contexts.iter().all(|c| c.transfer_syntax == BIG_ENDIAN));
 }
 
 // ---------------------------------------------------------------- tables

@@ -7,7 +7,10 @@
 
 mod accept;
 mod error;
+mod find_scp;
+mod get_scp;
 mod io;
+mod move_scp;
 mod session;
 mod store_scp;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use nectar_codecs::command::{self, command_field, status, Command};
-use nectar_codecs::negotiation::AcceptedContext;
+use nectar_codecs::negotiation::{query_retrieve, AcceptedContext};
 use nectar_codecs::pdu::{self, pdu_type, PdvHeader, PDU_HEADER_LEN, PDV_HEADER_LEN};
 
 use super::accept::{abort_if_protocol, Established};
@@ -18,6 +18,9 @@ use crate::telemetry;
 /// Largest command set accepted; real ones are a few hundred bytes.
 const MAX_COMMAND_LEN: usize = 64 * 1024;
 
+/// Largest query/retrieve identifier accepted; real ones are a few kilobytes.
+const MAX_IDENTIFIER_LEN: usize = 1024 * 1024;
+
 /// The destination of the data set PDVs that follow a command.
 enum DataSet {
     /// No command is waiting for a data set.
@@ -26,6 +29,25 @@ enum DataSet {
     Store(Box<StoreInProgress>),
     /// The data set belongs to a command this SCP does not perform; it is read and dropped.
     Discard { context_id: u8 },
+    /// The identifier of a C-FIND, C-GET or C-MOVE request, collected in memory.
+    Identifier(Box<PendingRequest>),
+}
+
+/// A query/retrieve request waiting for the rest of its identifier.
+pub(super) struct PendingRequest {
+    pub command: Command,
+    pub context: AcceptedContext,
+    pub identifier: Vec<u8>,
+}
+
+/// What the peer sent while an operation (a query or a retrieve) runs.
+pub(super) enum Incoming {
+    /// A complete command without a data set (C-CANCEL-RQ, C-STORE-RSP).
+    Command { context_id: u8, command: Command },
+    /// The peer sent A-ABORT.
+    Aborted,
+    /// The peer closed the connection.
+    Closed,
 }
 
 /// The way an association ended.
@@ -229,6 +251,26 @@ impl Session {
                 }
                 Ok(())
             }
+            DataSet::Identifier(pending) => {
+                if pending.context.id != pdv.context_id {
+                    return Err(AssociationError::invalid_parameter("data set PDV on another presentation context"));
+                }
+                if pending.identifier.len() + data_len > MAX_IDENTIFIER_LEN {
+                    return Err(AssociationError::invalid_parameter(format!(
+                        "identifier longer than {MAX_IDENTIFIER_LEN} bytes"
+                    )));
+                }
+                let start = pending.identifier.len();
+                pending.identifier.resize(start + data_len, 0);
+                self.conn.read_into(&mut pending.identifier[start..]).await?;
+                if pdv.is_last {
+                    let DataSet::Identifier(pending) = std::mem::replace(&mut self.data_set, DataSet::None) else {
+                        unreachable!("matched above");
+                    };
+                    self.run_query_retrieve(*pending).await?;
+                }
+                Ok(())
+            }
             DataSet::Store(store) => {
                 if store.context_id != pdv.context_id {
                     return Err(AssociationError::invalid_parameter("data set PDV on another presentation context"));
@@ -253,11 +295,27 @@ impl Session {
             }
         };
         let context = self.contexts[context_id as usize].clone().expect("checked in read_pdata");
-        match command.command_field {
+        let command_field = command.command_field;
+        match command_field {
             command_field::C_ECHO_RQ => self.answer_echo(&command, &context).await,
             command_field::C_STORE_RQ => {
                 self.begin_store(&command, &context).await
             }
+            command_field::C_FIND_RQ | command_field::C_GET_RQ | command_field::C_MOVE_RQ
+                if query_retrieve::ALL.contains(&context.abstract_syntax.as_str()) =>
+            {
+                if !command.has_data_set() {
+                    let response = query_retrieve_without_identifier(&command);
+                    return self.send_command(context.id, &response).await;
+                }
+                self.data_set = DataSet::Identifier(Box::new(PendingRequest {
+                    command,
+                    context,
+                    identifier: Vec::new(),
+                }));
+                Ok(())
+            }
+            // A C-CANCEL-RQ for an operation that has ended already.
             command_field::C_CANCEL_RQ => Ok(()),
             _ => self.answer_unsupported(&command, &context).await,
         }
@@ -271,6 +329,91 @@ impl Session {
         }
         telemetry::echo_answered();
         self.send_command(context.id, &response).await
+    }
+
+    /// Runs a C-FIND, C-GET or C-MOVE to its final response.
+    async fn run_query_retrieve(&mut self, request: PendingRequest) -> Result<(), AssociationError> {
+        match request.command.command_field {
+            command_field::C_FIND_RQ => super::find_scp::run(self, request).await,
+            command_field::C_GET_RQ => super::get_scp::run(self, request).await,
+            _ => super::move_scp::run(self, request).await,
+        }
+    }
+
+    /// Waits until the peer has sent at least the start of a PDU. Cancel-safe,
+    /// so an operation can `select!` on it beside its own work, then call
+    /// [`Session::read_message`].
+    pub(super) async fn readable(&mut self) -> Result<(), AssociationError> {
+        self.conn.fill(PDU_HEADER_LEN).await?;
+        Ok(())
+    }
+
+    /// Reads PDUs until the peer has sent one complete command without a data
+    /// set, an A-ABORT, or closed the connection. Used while an operation runs,
+    /// when the peer may only send C-CANCEL-RQ or C-STORE-RSP.
+    pub(super) async fn read_message(&mut self) -> Result<Incoming, AssociationError> {
+        let mut command = Vec::new();
+        loop {
+            if self.conn.fill(PDU_HEADER_LEN).await? == Fill::Closed {
+                return Ok(Incoming::Closed);
+            }
+            let header = self.conn.read_exact_buffered(PDU_HEADER_LEN).await?;
+            let header = pdu::parse_pdu_header(header).expect("six bytes were read");
+            match header.pdu_type {
+                pdu_type::P_DATA_TF => {}
+                pdu_type::ABORT => return Ok(Incoming::Aborted),
+                other => {
+                    return Err(AssociationError::unexpected_pdu(format!(
+                        "PDU type {other:#04x} while an operation is running"
+                    )));
+                }
+            }
+            let mut remaining = header.length as usize;
+            while remaining > 0 {
+                if remaining < PDV_HEADER_LEN {
+                    return Err(AssociationError::invalid_parameter("P-DATA-TF too short for a PDV header"));
+                }
+                let bytes = self.conn.read_exact_buffered(PDV_HEADER_LEN).await?;
+                let pdv = pdu::parse_pdv_header(bytes)
+                    .map_err(|error| AssociationError::invalid_parameter(error.to_string()))?
+                    .expect("six bytes were read");
+                remaining -= PDV_HEADER_LEN;
+                let data_len = pdv.data_len();
+                if data_len > remaining || command.len() + data_len > MAX_COMMAND_LEN {
+                    return Err(AssociationError::invalid_parameter("PDV overruns its P-DATA-TF"));
+                }
+                if !pdv.is_command {
+                    return Err(AssociationError::unexpected_pdu("data set PDV while an operation is running"));
+                }
+                let start = command.len();
+                command.resize(start + data_len, 0);
+                self.conn.read_into(&mut command[start..]).await?;
+                remaining -= data_len;
+                if pdv.is_last {
+                    if remaining > 0 {
+                        return Err(AssociationError::invalid_parameter("PDVs after the last command fragment"));
+                    }
+                    let command = command::decode_command(&command)
+                        .map_err(|error| AssociationError::invalid_parameter(format!("invalid command set: {error}")))?;
+                    if command.has_data_set() {
+                        return Err(AssociationError::unexpected_pdu(
+                            "a command with a data set while an operation is running",
+                        ));
+                    }
+                    return Ok(Incoming::Command { context_id: pdv.context_id, command });
+                }
+            }
+        }
+    }
+
+    /// The presentation context `id`, if it was accepted.
+    pub(super) fn context(&self, id: u8) -> Option<&AcceptedContext> {
+        self.contexts[id as usize].as_ref()
+    }
+
+    /// Every accepted presentation context.
+    pub(super) fn contexts(&self) -> impl Iterator<Item = &AcceptedContext> {
+        self.contexts.iter().flatten()
     }
 
     /// Responds to a command this SCP does not perform with Unrecognized Operation (PS3.7 section C.4).
@@ -314,5 +457,19 @@ impl Session {
             DataSet::Store(store) => Some(store),
             _ => None,
         }
+    }
+}
+
+/// The failure response to a C-FIND, C-GET or C-MOVE request that carries no
+/// identifier (PS3.7 C.5.6: the identifier is mandatory).
+fn query_retrieve_without_identifier(command: &Command) -> Command {
+    Command {
+        command_field: command.command_field | 0x8000,
+        message_id_being_responded_to: command.message_id,
+        affected_sop_class_uid: command.affected_sop_class_uid.clone(),
+        data_set_type: command::NO_DATA_SET,
+        status: Some(status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS),
+        error_comment: Some("the request carries no identifier".to_owned()),
+        ..Command::default()
     }
 }
