@@ -27,6 +27,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def loopback_only() -> bool:
+    """True when this process's network namespace has no interface but
+    loopback (tests/run arranges it), so a peer that listens on every
+    interface (dcmtk storescp, Orthanc) listens on 127.0.0.1 alone."""
+    try:
+        with open("/proc/net/dev") as f:  # per namespace, unlike /sys/class/net
+            names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+    except OSError:
+        return False
+    return names == ["lo"]
+
+
+ALL_INTERFACE_PEERS = (
+    "needs a network namespace with loopback only (tests/run provides one): "
+    "this peer listens on every interface"
+)
+
+
 def dcmtk(name: str) -> str:
     """Path of a dcmtk tool, never pynetdicom's Python app of the same name."""
     for cand in (f"/usr/bin/{name}", shutil.which(name)):
