@@ -13,15 +13,23 @@ pub struct HttpState {
     /// True once the DIMSE listener accepts associations.
     pub ready: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
+    /// The outbox for `GET /events`; `None` when events are off.
+    pub events: Option<crate::events::sse::EventStream>,
 }
 
 /// Starts the HTTP server on `address` and returns its handle for shutdown.
 pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHandle, SocketAddr)> {
     let server = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(web::Data::new(state.clone()))
             .route("/health", web::get().to(health))
-            .route("/metrics", web::get().to(metrics))
+            .route("/metrics", web::get().to(metrics));
+        if let Some(events) = &state.events {
+            app = app
+                .app_data(web::Data::new(events.clone()))
+                .route("/events", web::get().to(crate::events::sse::events));
+        }
+        app
     })
     .workers(1)
     .disable_signals()

@@ -1,5 +1,6 @@
 //! Command-line interface of the `nectar` binary.
 
+mod event_args;
 mod export;
 mod fsck;
 mod serve;

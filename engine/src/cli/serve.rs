@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Capacity of the queue in front of the manifest writer. Default: the profile's, else 4096.
     #[arg(long, env = "NECTAR_MANIFEST_QUEUE")]
     pub manifest_queue: Option<usize>,
+
+    #[command(flatten)]
+    pub events: super::event_args::EventArgs,
 }
 
 
@@ -298,7 +301,15 @@ pub fn run(args: ServeArgs) -> i32 {
         "serve settings"
     );
 
+    let events = match args.events.setup(args.bind, args.http_port) {
+        Ok(events) => events,
+        Err(error) => {
+            eprintln!("nectar serve: {error}");
+            return 2;
+        }
+    };
     let config = ServeConfig {
+        events,
         data_dir: args.data.data_dir,
         ae_title: args.ae_title,
         dimse_address: (args.bind, args.dimse_port).into(),
@@ -317,7 +328,7 @@ pub fn run(args: ServeArgs) -> i32 {
             commit_queue: sizing.commit.queue,
             max_commit_batch: sizing.commit.max_batch,
         },
-        manifest: ManifestConfig { queue: sizing.manifest.queue, max_batch: sizing.manifest.max_batch },
+        manifest: ManifestConfig { queue: sizing.manifest.queue, max_batch: sizing.manifest.max_batch, ..ManifestConfig::default() },
     };
     match server::serve(config) {
         Ok(()) => 0,

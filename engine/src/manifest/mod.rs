@@ -81,6 +81,8 @@
 //! `nectar_manifest_errors_total` (rows that failed to commit), and the
 //! gauge `nectar_manifest_queue_depth` (set after each batch).
 
+mod event_api;
+pub(crate) mod outbox;
 mod query;
 mod record;
 pub mod schema;
@@ -91,7 +93,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -100,7 +102,9 @@ use crossbeam_channel::{Sender, TrySendError};
 use rusqlite::Connection;
 
 pub use record::{InstanceRecord, ManifestCounts, ReplacedInstance, StudySummary};
-use writer::{Ack, Msg, Writer};
+pub use outbox::ChangeKind;
+pub use writer::StudyTouch;
+use writer::{Ack, EventSink, Msg, Writer};
 
 /// Sizing of the writer's queue and transactions.
 #[derive(Debug, Clone)]
@@ -109,6 +113,11 @@ pub struct ManifestConfig {
     pub queue: usize,
     /// Rows per transaction, at most.
     pub max_batch: usize,
+    /// Record events in the outbox with every change; `None`: no events.
+    pub events: Option<Arc<crate::events::EventsConfig>>,
+    /// Outbox events a bounded consumer (see [`Manifest::report_taken`]) may
+    /// leave untaken before ingest waits for it.
+    pub outbox_bound: Option<i64>,
 }
 
 impl Default for ManifestConfig {
@@ -116,6 +125,8 @@ impl Default for ManifestConfig {
         ManifestConfig {
             queue: 4096,
             max_batch: 512,
+            events: None,
+            outbox_bound: None,
         }
     }
 }
@@ -143,6 +154,8 @@ pub enum ManifestError {
     SchemaVersion { found: String, expected: i64 },
     #[error("manifest database refused WAL mode (journal_mode = {0})")]
     NotWal(String),
+    #[error("this manifest records no events")]
+    EventsDisabled,
 }
 
 struct Shared {
@@ -151,6 +164,18 @@ struct Shared {
     reader: Mutex<Connection>,
     writer: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    events: Option<SharedEvents>,
+}
+
+/// The manifest's ends of the event machinery.
+struct SharedEvents {
+    head: Arc<tokio::sync::watch::Sender<i64>>,
+    touches: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<StudyTouch>>>,
+    /// Outbox position the bounded consumer has taken.
+    taken: Arc<AtomicI64>,
+    /// The connection consumers write their cursors with (not the writer's:
+    /// the writer may be waiting for them).
+    cursors: Mutex<Option<Connection>>,
 }
 
 impl Shared {
@@ -160,6 +185,11 @@ impl Shared {
 
     fn stop(&self) -> Result<(), ManifestError> {
         self.closed.store(true, Ordering::SeqCst);
+        if let Some(events) = &self.events {
+            // A writer holding ingest back for an absent consumer lets go: the
+            // events stay in the outbox for the next start.
+            events.taken.store(i64::MAX, Ordering::Release);
+        }
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(handle) = handle else {
             return Ok(());
@@ -245,7 +275,30 @@ impl Manifest {
         let conn = schema::open_writer(path)?;
         let reader = schema::open_reader(path)?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
-        let writer = Writer::new(conn, rx, config.max_batch);
+        let (sink, events) = match &config.events {
+            None => (None, None),
+            Some(events_config) => {
+                let store_id = outbox::store_id(&conn)?;
+                let head = Arc::new(tokio::sync::watch::channel(outbox::head(&conn)?).0);
+                let (touches_tx, touches_rx) = tokio::sync::mpsc::unbounded_channel();
+                let taken = Arc::new(AtomicI64::new(i64::MAX));
+                let sink = EventSink {
+                    config: events_config.clone(),
+                    store_id,
+                    head: head.clone(),
+                    touches: touches_tx,
+                    bound: config.outbox_bound.map(|bound| (bound, taken.clone())),
+                };
+                let shared = SharedEvents {
+                    head,
+                    touches: Mutex::new(Some(touches_rx)),
+                    taken,
+                    cursors: Mutex::new(None),
+                };
+                (Some(sink), Some(shared))
+            }
+        };
+        let writer = Writer::new(conn, rx, config.max_batch, sink);
         let handle = std::thread::Builder::new()
             .name("nectar-manifest".into())
             .spawn(move || writer.run())?;
@@ -256,6 +309,7 @@ impl Manifest {
                 reader: Mutex::new(reader),
                 writer: Mutex::new(Some(handle)),
                 closed: AtomicBool::new(false),
+                events,
             }),
         })
     }

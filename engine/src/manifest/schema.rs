@@ -175,6 +175,18 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, ManifestError> {
     Ok(conn)
 }
 
+/// Opens a second writing connection to an existing manifest, for the
+/// consumers' cursors (short transactions beside the writer's).
+pub(crate) fn open_cursor_writer(path: &Path) -> Result<Connection, ManifestError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    configure(&conn)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    Ok(conn)
+}
+
 /// Opens a read-only connection to an existing manifest.
 pub(crate) fn open_reader(path: &Path) -> Result<Connection, ManifestError> {
     let conn = Connection::open_with_flags(
@@ -189,6 +201,7 @@ fn create_schema(conn: &Connection) -> Result<(), ManifestError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
         conn.execute_batch(DDL)?;
+        conn.execute_batch(super::outbox::DDL)?;
         let found: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",

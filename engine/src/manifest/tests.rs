@@ -6,7 +6,7 @@ use crate::Location;
 fn open(dir: &tempfile::TempDir, queue: usize, max_batch: usize) -> Manifest {
     Manifest::open(
         &dir.path().join("manifest.sqlite3"),
-        ManifestConfig { queue, max_batch },
+        ManifestConfig { queue, max_batch, ..ManifestConfig::default() },
     )
     .expect("open manifest")
 }

@@ -1,5 +1,7 @@
 //! The writer thread: the only connection that writes the manifest.
 
+mod events;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,14 +41,43 @@ impl Ack {
 
 pub(crate) enum Msg {
     Insert(Box<InstanceRecord>),
+    /// Emit the next revision of a study if its newest change is still the
+    /// one at `last_change_ms`; answered with the revision written.
+    EmitRevision {
+        study: String,
+        last_change_ms: i64,
+        ack: tokio::sync::oneshot::Sender<Result<Option<i64>, String>>,
+    },
     /// Answered after the transaction holding every row queued before it.
     Flush(Ack),
     /// Commit everything still queued, answer, and stop.
     Close(Ack),
 }
 
+/// What the writer needs to record events: the naming, the store's id, and
+/// where to announce what it committed.
+pub(crate) struct EventSink {
+    pub config: std::sync::Arc<crate::events::EventsConfig>,
+    pub store_id: String,
+    /// The newest outbox position, for the consumers.
+    pub head: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
+    /// Studies that changed, for the study actors.
+    pub touches: tokio::sync::mpsc::UnboundedSender<StudyTouch>,
+    /// Outbox positions the slowest bounded consumer has not taken yet, at
+    /// most; ingest waits above it. `None`: unbounded.
+    pub bound: Option<(i64, std::sync::Arc<std::sync::atomic::AtomicI64>)>,
+}
+
+/// A study changed at `last_change_ms` and waits for its quiet period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyTouch {
+    pub study_instance_uid: String,
+    pub last_change_ms: i64,
+}
+
 pub(crate) struct Writer {
     conn: Connection,
+    events: Option<EventSink>,
     rx: Receiver<Msg>,
     max_batch: usize,
     /// Segments whose `indexed_end` this process no longer advances because
@@ -91,9 +122,10 @@ fn now_ms() -> i64 {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, rx: Receiver<Msg>, max_batch: usize) -> Writer {
+    pub(crate) fn new(conn: Connection, rx: Receiver<Msg>, max_batch: usize, events: Option<EventSink>) -> Writer {
         Writer {
             conn,
+            events,
             rx,
             max_batch: max_batch.max(1),
             frozen: HashSet::new(),
@@ -122,6 +154,14 @@ impl Writer {
             while let Some(m) = msg.take() {
                 match m {
                     Msg::Insert(row) => rows.push(row),
+                    Msg::EmitRevision { study, last_change_ms, ack } => {
+                        // Rows queued before it go first: their changes belong to this study's wait.
+                        if !rows.is_empty() {
+                            self.write_batch(&rows);
+                            rows.clear();
+                        }
+                        let _ = ack.send(self.emit_revision(&study, last_change_ms));
+                    }
                     Msg::Flush(ack) => acks.push(ack),
                     Msg::Close(ack) => {
                         if let Some(previous) = close.replace(ack) {
@@ -138,6 +178,7 @@ impl Writer {
                 }
             }
             if !rows.is_empty() {
+                self.wait_for_outbox_room();
                 self.write_batch(&rows);
                 rows.clear();
             }
@@ -220,7 +261,10 @@ impl Writer {
                             .prepare_cached("SAVEPOINT manifest_row")?
                             .execute([])?;
                     }
-                    match apply_row(&self.conn, row) {
+                    match apply_row(&self.conn, row).and_then(|outcome| {
+                        self.record_events(row, &outcome)?;
+                        Ok(outcome)
+                    }) {
                         Ok(outcome) => {
                             if careful {
                                 self.conn
@@ -283,6 +327,7 @@ impl Writer {
             break (events, failed, row_errors);
         };
         let elapsed = started.elapsed();
+        self.announce(&events);
 
         self.frozen.extend(failed);
         if !row_errors.is_empty() {

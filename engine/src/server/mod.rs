@@ -15,6 +15,10 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::association::{AssociationLimits, Services};
 use crate::http::{self, HttpState};
+use crate::events::nats::{self, NatsConfig};
+use crate::events::sse::EventStream;
+use crate::events::studies::StudyRouter;
+use crate::events::EventsConfig;
 use crate::manifest::{Manifest, ManifestConfig, ManifestError};
 use crate::recovery::{self, RecoveryError};
 use crate::shutdown::ShutdownController;
@@ -48,6 +52,18 @@ pub struct ServeConfig {
     pub store: StoreConfig,
     /// Manifest writer queue and batching.
     pub manifest: ManifestConfig,
+    /// Events: `None` records none.
+    pub events: Option<EventsSetup>,
+}
+
+/// How events are recorded and where they go.
+#[derive(Debug, Clone)]
+pub struct EventsSetup {
+    pub config: Arc<EventsConfig>,
+    /// Publish to NATS JetStream too.
+    pub nats: Option<NatsConfig>,
+    /// Unpublished events at most before ingest waits (with NATS).
+    pub outbox_bound: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +91,12 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .map_err(|source| ServeError::DataDir { path: config.data_dir.clone(), source })?;
 
     let store = Store::open(&config.data_dir, config.store.clone())?;
-    let manifest = Manifest::open(&config.data_dir.join("manifest.sqlite3"), config.manifest.clone())?;
+    let mut manifest_config = config.manifest.clone();
+    if let Some(events) = &config.events {
+        manifest_config.events = Some(events.config.clone());
+        manifest_config.outbox_bound = events.outbox_bound;
+    }
+    let manifest = Manifest::open(&config.data_dir.join("manifest.sqlite3"), manifest_config)?;
     let report = recovery::reenter_missing(&store, &manifest)?;
     tracing::info!(reentered = report.reentered, unreadable = report.unreadable, data_dir = %config.data_dir.display(), "storage recovered");
 
@@ -119,7 +140,12 @@ async fn run_until_signal(
     let dimse_address = tcp.local_addr().unwrap_or(config.dimse_address);
 
     let ready = Arc::new(AtomicBool::new(false));
-    let (http_handle, http_address) = http::start(config.http_address, HttpState { ready: ready.clone(), prometheus })
+    let event_stream = config.events.as_ref().map(|_| EventStream {
+        manifest: services.manifest.clone(),
+        store: services.store.clone(),
+    });
+    let http_state = HttpState { ready: ready.clone(), prometheus, events: event_stream };
+    let (http_handle, http_address) = http::start(config.http_address, http_state)
         .map_err(|source| ServeError::Bind { what: "HTTP", address: config.http_address, source })?;
 
     let mut cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -128,6 +154,8 @@ async fn run_until_signal(
     }
     let pinned_cores: Vec<usize> = cores.iter().map(|core| core.id).collect();
     let workers = Arc::new(WorkerPool::start(config.workers, &cores));
+    let (stop_events, stop_events_rx) = watch::channel(false);
+    let event_tasks = start_event_consumers(config, &services, &workers, stop_events_rx);
     let permits = Arc::new(Semaphore::new(config.max_associations));
     let (controller, signals) = ShutdownController::new();
     let (stop_listener, stop_listener_rx) = watch::channel(false);
@@ -168,12 +196,38 @@ async fn run_until_signal(
         let _ = tokio::time::timeout(ABORT_GRACE, permits.acquire_many(all)).await;
     }
 
-    // Phase 3: HTTP and the workers stop.
+    // Phase 3: HTTP, the event consumers and the workers stop.
     http_handle.stop(true).await;
+    stop_events.send_replace(true);
+    for task in event_tasks {
+        let _ = task.await;
+    }
     if let Ok(workers) = Arc::try_unwrap(workers) {
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
     Ok(())
+}
+
+/// Starts the study router and, when configured, the NATS publisher.
+fn start_event_consumers(
+    config: &ServeConfig,
+    services: &Arc<Services>,
+    workers: &WorkerPool,
+    stop: watch::Receiver<bool>,
+) -> Vec<actix_rt::task::JoinHandle<()>> {
+    let Some(events) = &config.events else {
+        return Vec::new();
+    };
+    let mut tasks = Vec::new();
+    if let Some(touches) = services.manifest.take_study_touches() {
+        let router = StudyRouter::new(workers.handles(), services.manifest.clone(), events.config.quiet_period);
+        tasks.push(actix_rt::spawn(router.run(touches, stop.clone())));
+    }
+    if let Some(nats_config) = events.nats.clone() {
+        let publisher = nats::run(nats_config, services.manifest.clone(), services.store.clone(), stop);
+        tasks.push(actix_rt::spawn(publisher));
+    }
+    tasks
 }
 
 async fn wait_for_signal() -> Result<(), ServeError> {

@@ -35,6 +35,11 @@ impl WorkerPool {
         &self.arbiters[index]
     }
 
+    /// Handles on every arbiter, in worker order.
+    pub fn handles(&self) -> Vec<actix_rt::ArbiterHandle> {
+        self.arbiters.iter().map(|arbiter| arbiter.handle()).collect()
+    }
+
     /// Stops every arbiter once its running tasks return control, and waits for the threads.
     pub fn stop(self) {
         for arbiter in self.arbiters {

@@ -1,0 +1,126 @@
+//! The writer's side of events: recording them with each change, emitting
+//! study revisions, announcing commits, and holding ingest back while the
+//! outbox is full.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{now_ms, InstanceRecord, Outcome, StudyTouch, Writer};
+use crate::events::event_type;
+use crate::manifest::outbox::{self, ChangeKind};
+
+/// How often the writer looks again while the outbox is over its bound.
+const OUTBOX_FULL_POLL: Duration = Duration::from_millis(20);
+
+impl Writer {
+    /// Records the events of one applied row, inside its transaction.
+    pub(super) fn record_events(&self, row: &InstanceRecord, outcome: &Outcome) -> rusqlite::Result<()> {
+        let Some(sink) = &self.events else {
+            return Ok(());
+        };
+        let kind = match outcome {
+            Outcome::Inserted => ChangeKind::Addition,
+            Outcome::Replaced { .. } => ChangeKind::Modification,
+            Outcome::AlreadyPresent | Outcome::Superseded { .. } => return Ok(()),
+        };
+        outbox::record_instance(&self.conn, &sink.config, &sink.store_id, row, kind, now_ms())?;
+        for kind in [event_type::IMAGE_STORED, event_type::DICOM_AVAILABLE] {
+            metrics::counter!("nectar_events_recorded_total", "type" => kind).increment(1);
+        }
+        Ok(())
+    }
+
+    /// After a commit: tells the study actors which studies changed and the
+    /// consumers where the outbox ends now.
+    pub(super) fn announce(&self, applied: &[(&InstanceRecord, Outcome)]) {
+        let Some(sink) = &self.events else {
+            return;
+        };
+        let mut studies: BTreeMap<&str, ()> = BTreeMap::new();
+        for (row, outcome) in applied {
+            if matches!(outcome, Outcome::Inserted | Outcome::Replaced { .. }) {
+                studies.insert(&row.study_instance_uid, ());
+            }
+        }
+        if studies.is_empty() {
+            return;
+        }
+        let waiting = outbox::waiting_since(&self.conn, studies.keys().copied());
+        for (study, last_change_ms) in waiting {
+            let _ = sink.touches.send(StudyTouch { study_instance_uid: study, last_change_ms });
+        }
+        self.announce_head();
+    }
+
+    fn announce_head(&self) {
+        let Some(sink) = &self.events else {
+            return;
+        };
+        match outbox::head(&self.conn) {
+            Ok(head) => {
+                sink.head.send_replace(head);
+                metrics::gauge!("nectar_outbox_head").set(head as f64);
+            }
+            Err(error) => tracing::error!(%error, "reading the outbox head failed"),
+        }
+    }
+
+    /// Emits a study's next revision in its own transaction.
+    pub(super) fn emit_revision(&mut self, study: &str, last_change_ms: i64) -> Result<Option<i64>, String> {
+        let Some(sink) = &self.events else {
+            return Ok(None);
+        };
+        let result = (|| {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let written =
+                outbox::emit_revision(&self.conn, &sink.config, &sink.store_id, study, last_change_ms, now_ms());
+            match written {
+                Ok(revision) => {
+                    self.conn.execute_batch("COMMIT")?;
+                    Ok(revision)
+                }
+                Err(error) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(error)
+                }
+            }
+        })();
+        match result {
+            Ok(revision) => {
+                if revision.is_some() {
+                    metrics::counter!("nectar_events_recorded_total", "type" => event_type::STUDY_REVISION).increment(1);
+                    self.announce_head();
+                }
+                Ok(revision)
+            }
+            Err(error) => {
+                tracing::error!(study_instance_uid = study, %error, "writing a study revision failed");
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// Waits while the outbox holds more untaken events than its bound, so
+    /// the queue in front of the writer fills and associations slow down.
+    pub(super) fn wait_for_outbox_room(&self) {
+        let Some((bound, taken)) = self.events.as_ref().and_then(|sink| sink.bound.as_ref()) else {
+            return;
+        };
+        let mut waited = false;
+        loop {
+            let head = self.events.as_ref().map(|sink| *sink.head.borrow()).unwrap_or(0);
+            let depth = head - taken.load(Ordering::Acquire);
+            metrics::gauge!("nectar_outbox_depth").set(depth.max(0) as f64);
+            if depth <= *bound {
+                break;
+            }
+            if !waited {
+                metrics::counter!("nectar_outbox_full_total").increment(1);
+                tracing::warn!(depth, bound, "outbox full: ingest waits for the event consumers");
+                waited = true;
+            }
+            std::thread::sleep(OUTBOX_FULL_POLL);
+        }
+    }
+}

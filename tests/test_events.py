@@ -1,0 +1,158 @@
+"""Events: ImageStoredEvent, DicomAvailableEvent and StudyRevisionEvent, read by
+an independent NATS JetStream subscriber (nats-py against a real
+`nats-server -js`) and from nectar's own `/events` stream.
+
+Studies are made from pydicom's CT_small.dcm with fresh UIDs and sent with dcmtk
+storescu; the quiet period is 2 s so revisions come quickly.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from dicomdata import make_instances
+from events import NatsServer, entries, read_sse, wait_for
+from peers import storescu
+
+QUIET = "2s"
+REVISION_WAIT = 30.0
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+def send(srv, instances) -> None:
+    run = storescu(srv.dimse_port, [i.path for i in instances])
+    assert len(run.succeeded()) == len(instances), run.output
+
+
+def same_study(first):
+    """A tweak for make_instances that puts new instances into `first`'s study and series."""
+    from dicomdata import read
+    ds = read(first.path)
+
+    def tweak(new, _index):
+        new.StudyInstanceUID, new.SeriesInstanceUID = ds.StudyInstanceUID, ds.SeriesInstanceUID
+    return tweak
+
+
+def study_of(instance) -> str:
+    from dicomdata import read
+    return str(read(instance.path).StudyInstanceUID)
+
+
+def revisions(events, study: str) -> list:
+    return [e for e in events if e.type == "StudyRevisionEvent" and e.cloud["subject"] == study]
+
+
+def check_instance_events(events, instances) -> None:
+    """One ImageStoredEvent and one DicomAvailableEvent per instance, no more."""
+    by_type = collections.Counter((e.type, e.cloud["subject"]) for e in events)
+    for inst in instances:
+        assert by_type[("ImageStoredEvent", inst.sop_instance)] == 1, inst.sop_instance
+        assert by_type[("DicomAvailableEvent", inst.sop_instance)] == 1, inst.sop_instance
+    stored = next(e for e in events if e.type == "ImageStoredEvent" and e.cloud["subject"] == instances[0].sop_instance)
+    assert stored.cloud["specversion"] == "1.0"
+    assert stored.data["image"]["transferSyntaxUID"] == instances[0].transfer_syntax
+    assert stored.data["store"]["provider"] == "nectar"
+    assert stored.data["store"]["externalUrl"].endswith(f"/instances/{instances[0].sop_instance}")
+
+
+def test_study_revisions_over_nats(nectar_factory, nats_server, tmp_path):
+    srv = nectar_factory("--nats-url", nats_server.url, "--study-quiet-period", QUIET)
+    first = make_instances(tmp_path / "first", 4)
+    send(srv, first)
+    study = study_of(first[0])
+
+    events = wait_for(lambda: (ev := nats_server.stream_events()) and revisions(ev, study) and ev, REVISION_WAIT)
+    assert events, srv.log_tail()
+    check_instance_events(events, first)
+    [rev1] = revisions(events, study)
+    assert rev1.data["revision"] == 1
+    assert sorted(rev1.data["changeSet"]["additions"]) == entries(first)
+    assert rev1.data["changeSet"]["modifications"] == [] and rev1.data["changeSet"]["deletions"] == []
+    assert rev1.data["study"]["studyInstanceUID"] == study
+    [series] = rev1.data["study"]["series"]
+    assert sorted(series["instances"]) == sorted(i.sop_instance for i in first)
+
+    later = make_instances(tmp_path / "later", 2, tweak=same_study(first[0]))
+    send(srv, later)
+    events = wait_for(lambda: (ev := nats_server.stream_events()) and len(revisions(ev, study)) >= 2 and ev,
+                      REVISION_WAIT)
+    assert events, srv.log_tail()
+    check_instance_events(events, first + later)
+    rev1, rev2 = revisions(events, study)
+    assert rev2.data["revision"] == 2
+    assert sorted(rev2.data["changeSet"]["additions"]) == entries(later)
+    assert len(rev2.data["study"]["series"][0]["instances"]) == 6
+    # Nothing more arrives: one revision per quiet period, no duplicates.
+    wait_for(lambda: False, 3.0)
+    assert len(revisions(nats_server.stream_events(), study)) == 2
+
+
+def test_nats_outage_loses_nothing(nectar_factory, nats_server, tmp_path):
+    srv = nectar_factory("--nats-url", nats_server.url, "--study-quiet-period", QUIET)
+    before = make_instances(tmp_path / "before", 5)
+    send(srv, before)
+    wait_for(lambda: len(nats_server.stream_events()) >= 10, REVISION_WAIT)
+
+    nats_server.stop()
+    during = make_instances(tmp_path / "during", 5)
+    send(srv, during)  # ingest goes on while NATS is away
+    wait_for(lambda: False, 3.0)  # the quiet period passes: a revision waits in the outbox too
+    nats_server.start()
+
+    studies = [study_of(before[0]), study_of(during[0])]
+    events = wait_for(lambda: (ev := nats_server.stream_events())
+                      and all(revisions(ev, s) for s in studies) and ev, 60.0)
+    assert events, srv.log_tail()
+    check_instance_events(events, before + during)
+    ids = [e.id for e in events]
+    assert len(ids) == len(set(ids)), "JetStream kept a duplicate"
+    for study, instances in zip(studies, (before, during)):
+        own = [e for e in events if e.data.get("studyInstanceUID", e.cloud["subject"]) == study
+               or e.cloud["subject"] in {i.sop_instance for i in instances}]
+        # In order per study: every instance event comes before the study's revision.
+        assert own[-1].type == "StudyRevisionEvent", [e.type for e in own]
+        assert len(revisions(events, study)) == 1
+
+
+def test_revision_after_kill9_is_emitted_once(nectar_factory, tmp_path):
+    data_dir = tmp_path / "data"
+    srv = nectar_factory("--study-quiet-period", "3s", data_dir=data_dir)
+    instances = make_instances(tmp_path / "study", 3)
+    send(srv, instances)
+    srv.kill()  # SIGKILL while the study waits for its quiet period
+
+    srv = nectar_factory("--study-quiet-period", "3s", data_dir=data_dir)
+    study = study_of(instances[0])
+    base = f"http://127.0.0.1:{srv.http_port}"
+    events = wait_for(lambda: revisions(read_sse(base, after=0, idle=2.0), study), REVISION_WAIT)
+    assert events, srv.log_tail()
+    wait_for(lambda: False, 5.0)  # longer than the quiet period: no second revision
+    events = read_sse(base, after=0, idle=2.0)
+    [revision] = revisions(events, study)
+    assert revision.data["revision"] == 1
+    assert sorted(revision.data["changeSet"]["additions"]) == entries(instances)
+    check_instance_events(events, instances)
+
+
+def test_event_stream_resumes_with_last_event_id(nectar_factory, tmp_path):
+    srv = nectar_factory("--study-quiet-period", "60s")
+    base = f"http://127.0.0.1:{srv.http_port}"
+    send(srv, make_instances(tmp_path / "a", 3))
+    first = read_sse(base, after=0, want=6, idle=5.0)
+    assert len(first) == 6
+    send(srv, make_instances(tmp_path / "b", 3))
+    # A client that saw the first four reconnects and must get everything after them.
+    resumed = read_sse(base, last_event_id=first[3].position, want=8, idle=5.0)
+    assert [e.position for e in resumed] == list(range(first[3].position + 1, first[3].position + 9))
+    assert [e.id for e in resumed[:2]] == [e.id for e in first[4:6]]
+    everything = read_sse(base, after=0, want=12, idle=5.0)
+    assert [e.id for e in first[:4] + resumed] == [e.id for e in everything]
