@@ -156,3 +156,50 @@ def test_event_stream_resumes_with_last_event_id(nectar_factory, tmp_path):
     assert [e.id for e in resumed[:2]] == [e.id for e in first[4:6]]
     everything = read_sse(base, after=0, want=12, idle=5.0)
     assert [e.id for e in first[:4] + resumed] == [e.id for e in everything]
+
+
+def http_delete(url: str) -> int:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_delete_appears_in_the_next_revision(nectar_factory, nats_server, tmp_path):
+    srv = nectar_factory("--nats-url", nats_server.url, "--study-quiet-period", QUIET)
+    instances = make_instances(tmp_path / "study", 3)
+    send(srv, instances)
+    study = study_of(instances[0])
+    assert wait_for(lambda: revisions(nats_server.stream_events(), study), REVISION_WAIT), srv.log_tail()
+
+    from dicomdata import read
+    gone = read(instances[0].path)
+    base = f"http://127.0.0.1:{srv.http_port}/dicomweb/studies/{study}"
+    assert http_delete(f"{base}/series/{gone.SeriesInstanceUID}/instances/{gone.SOPInstanceUID}") == 204
+    assert http_delete(f"{base}/series/{gone.SeriesInstanceUID}/instances/{gone.SOPInstanceUID}") == 404
+    assert http_delete(f"{base}/series/1.2.3.4.5.6.7.8.9") == 404
+
+    events = wait_for(lambda: (ev := nats_server.stream_events()) and len(revisions(ev, study)) >= 2 and ev,
+                      REVISION_WAIT)
+    assert events, srv.log_tail()
+    rev2 = revisions(events, study)[1]
+    assert rev2.data["revision"] == 2
+    assert rev2.data["changeSet"] == {
+        "additions": [], "modifications": [],
+        "deletions": [f"{gone.SeriesInstanceUID}/{gone.SOPInstanceUID}"],
+    }
+    assert sorted(rev2.data["study"]["series"][0]["instances"]) == sorted(i.sop_instance for i in instances[1:])
+
+    # The whole study: its revision lists the remaining two and no series.
+    assert http_delete(base) == 204
+    events = wait_for(lambda: (ev := nats_server.stream_events()) and len(revisions(ev, study)) >= 3 and ev,
+                      REVISION_WAIT)
+    rev3 = revisions(events, study)[2]
+    assert sorted(rev3.data["changeSet"]["deletions"]) == sorted(entries(instances[1:]))
+    assert rev3.data["study"]["series"] == []
+    from nectar import assert_fsck_clean
+    srv.stop()
+    assert_fsck_clean(srv.data_dir)

@@ -27,7 +27,9 @@ pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHa
         if let Some(events) = &state.events {
             app = app
                 .app_data(web::Data::new(events.clone()))
-                .route("/events", web::get().to(crate::events::sse::events));
+                .app_data(web::Data::new(events.manifest.clone()))
+                .route("/events", web::get().to(crate::events::sse::events))
+                .service(web::scope("/dicomweb").configure(crate::events::delete_routes::configure));
         }
         app
     })

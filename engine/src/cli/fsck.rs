@@ -90,7 +90,8 @@ fn check(args: &FsckArgs) -> Result<Findings, String> {
     findings.instances = indexed.len() as u64;
     findings.replaced = replaced.len() as u64;
 
-    let mut referenced: HashSet<Location> = replaced.into_iter().collect();
+    let deleted = manifest.deleted_locations().map_err(|error| format!("failed to read the manifest: {error}"))?;
+    let mut referenced: HashSet<Location> = replaced.into_iter().chain(deleted).collect();
     for (sop_instance_uid, location, _sequence) in &indexed {
         if !valid.contains(location) {
             findings.dangling_in_manifest += 1;

@@ -12,6 +12,7 @@
 //! consumer drops the copy.
 
 pub mod body;
+pub mod delete_routes;
 pub mod deliver;
 pub mod nats;
 pub mod sse;

@@ -81,6 +81,7 @@
 //! `nectar_manifest_errors_total` (rows that failed to commit), and the
 //! gauge `nectar_manifest_queue_depth` (set after each batch).
 
+mod delete;
 mod event_api;
 pub(crate) mod outbox;
 mod query;
@@ -102,6 +103,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use rusqlite::Connection;
 
 pub use record::{InstanceRecord, ManifestCounts, ReplacedInstance, StudySummary};
+pub use delete::DeleteScope;
 pub use outbox::ChangeKind;
 pub use writer::StudyTouch;
 use writer::{Ack, EventSink, Msg, Writer};
@@ -449,6 +451,24 @@ impl Manifest {
     /// The store locations of every superseded copy, for fsck.
     pub fn replaced_locations(&self) -> Result<Vec<crate::Location>, ManifestError> {
         Ok(query::replaced_locations(&self.shared.reader())?)
+    }
+
+    /// The store locations of every deleted instance, for fsck.
+    pub fn deleted_locations(&self) -> Result<Vec<crate::Location>, ManifestError> {
+        Ok(delete::deleted_locations(&self.shared.reader())?)
+    }
+
+    /// Deletes the instances in `scope` from the manifest (their records stay
+    /// in the segments) and returns how many there were.
+    pub async fn delete(&self, scope: DeleteScope) -> Result<usize, ManifestError> {
+        self.check_open()?;
+        let (ack, answer) = tokio::sync::oneshot::channel();
+        let tx = self.shared.tx.clone();
+        tokio::task::spawn_blocking(move || tx.send(Msg::Delete { scope, ack }))
+            .await
+            .map_err(|_| ManifestError::WriterGone)?
+            .map_err(|_| ManifestError::Closed)?;
+        answer.await.map_err(|_| ManifestError::WriterGone)?.map_err(ManifestError::Write)
     }
 
     /// Row counts: patients, studies, series, instances, replaced.

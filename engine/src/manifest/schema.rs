@@ -202,6 +202,7 @@ fn create_schema(conn: &Connection) -> Result<(), ManifestError> {
     let result = (|| {
         conn.execute_batch(DDL)?;
         conn.execute_batch(super::outbox::DDL)?;
+        conn.execute_batch(super::delete::DDL)?;
         let found: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",

@@ -1,5 +1,6 @@
 //! The writer thread: the only connection that writes the manifest.
 
+mod delete;
 mod events;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,11 @@ impl Ack {
 
 pub(crate) enum Msg {
     Insert(Box<InstanceRecord>),
+    /// Delete the instances in a scope; answered with how many went.
+    Delete {
+        scope: crate::manifest::DeleteScope,
+        ack: tokio::sync::oneshot::Sender<Result<usize, String>>,
+    },
     /// Emit the next revision of a study if its newest change is still the
     /// one at `last_change_ms`; answered with the revision written.
     EmitRevision {
@@ -154,6 +160,13 @@ impl Writer {
             while let Some(m) = msg.take() {
                 match m {
                     Msg::Insert(row) => rows.push(row),
+                    Msg::Delete { scope, ack } => {
+                        if !rows.is_empty() {
+                            self.write_batch(&rows);
+                            rows.clear();
+                        }
+                        let _ = ack.send(self.delete(&scope));
+                    }
                     Msg::EmitRevision { study, last_change_ms, ack } => {
                         // Rows queued before it go first: their changes belong to this study's wait.
                         if !rows.is_empty() {
