@@ -20,7 +20,7 @@ import time
 from types import SimpleNamespace
 
 from . import ceilings, procs, report
-from .receivers import ALL_NAMES, orthanc_config, versions
+from .receivers import ALL_NAMES, DEFAULT_NAMES, orthanc_config, versions
 from . import profile as profiles
 from .runner import Workload, run_one
 
@@ -54,8 +54,9 @@ def parse_args(argv):
     )
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds; each round runs every receiver once per workload (default 3)")
-    parser.add_argument("--receivers", default=",".join(ALL_NAMES),
-                        help=f"comma-separated receivers (default: {','.join(ALL_NAMES)})")
+    parser.add_argument("--receivers", default=",".join(DEFAULT_NAMES),
+                        help=f"comma-separated receivers of {','.join(ALL_NAMES)} "
+                             f"(default: {','.join(DEFAULT_NAMES)})")
     parser.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                         help=f"comma-separated workloads of {','.join(WORKLOADS)} "
                              f"(default: {','.join(DEFAULT_WORKLOADS)})")

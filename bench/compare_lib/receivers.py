@@ -28,9 +28,13 @@ DURABILITY = {
     "dicom-storescp": "no (0.10.1 source: write_to_file, no fsync)",
     "orthanc": "yes (SyncStorageArea true, the default since 1.7.4)",
     "pynetdicom": "no (minimal handler, no fsync)",
+    "nectar-no-events": "yes (msync before response)",
+    "nectar-nats": "yes (msync before response)",
 }
 
 ALL_NAMES = list(DURABILITY)
+# The receivers a run without --receivers compares; the nectar variants are opt-in.
+DEFAULT_NAMES = ["nectar", "storescp", "storescp-fork", "dicom-storescp", "orthanc", "pynetdicom"]
 
 # dcmtk 3.6.7 and Orthanc 1.10.1 stall at about 20 instances/s without
 # TCP_NODELAY=1 in their environment (Nagle's algorithm meets delayed ACKs).
@@ -130,6 +134,42 @@ class Nectar(Receiver):
         if not report.get("ok"):
             raise RuntimeError(f"nectar fsck reported a problem: {result.stdout.strip()}")
         return report["instances"]
+
+
+class NectarNoEvents(Nectar):
+    """nectar with events off: no outbox rows, no study actors."""
+    name = "nectar-no-events"
+
+    def argv(self):
+        return super().argv() + ["--no-events"]
+
+
+class NectarNats(Nectar):
+    """nectar publishing every event to a nats-server -js of its own (started
+    beside it, so its CPU is not counted as nectar's)."""
+    name = "nectar-nats"
+
+    def __init__(self, ctx, work_dir):
+        super().__init__(ctx, work_dir)
+        self.nats_port = procs.free_port()
+        self.nats = None
+
+    def start(self):
+        self.nats = procs.start(
+            ["nats-server", "-a", "127.0.0.1", "-p", str(self.nats_port), "-js",
+             "-sd", os.path.join(self.work_dir, "nats")],
+            log_path=os.path.join(self.work_dir, "nats-server.log"), cwd=self.work_dir)
+        procs.wait_listening(self.nats, self.nats_port, READY_TIMEOUT_S)
+        super().start()
+
+    def argv(self):
+        return super().argv() + ["--nats-url", f"nats://127.0.0.1:{self.nats_port}"]
+
+    def stop(self):
+        code = super().stop()
+        if self.nats:
+            procs.stop(self.nats)
+        return code
 
 
 class Storescp(Receiver):
@@ -249,7 +289,8 @@ class Pynetdicom(Receiver):
         return argv
 
 
-CLASSES = {cls.name: cls for cls in (Nectar, Storescp, StorescpFork, DicomStorescp, Orthanc, Pynetdicom)}
+CLASSES = {cls.name: cls for cls in (Nectar, NectarNoEvents, NectarNats, Storescp, StorescpFork, DicomStorescp,
+                                      Orthanc, Pynetdicom)}
 
 
 def versions(ctx):
@@ -267,6 +308,8 @@ def versions(ctx):
     storescp = first_line(["/usr/bin/storescp", "--version"])
     return {
         "nectar": first_line([ctx.nectar_bin, "--version"]),
+        "nectar-no-events": first_line([ctx.nectar_bin, "--version"]),
+        "nectar-nats": first_line([ctx.nectar_bin, "--version"]) + ", " + first_line(["nats-server", "--version"]),
         "storescp": storescp,
         "storescp-fork": storescp,
         "dicom-storescp": first_line([ctx.dicom_storescp_bin, "--version"]),

@@ -12,9 +12,6 @@ pub fn render(store: &Store, event: &OutboxEvent, record: Option<Location>) -> S
     let (Some(location), event_type::IMAGE_STORED) = (record, event.event_type.as_str()) else {
         return event.body.clone();
     };
-    let Ok(mut body) = serde_json::from_str::<Value>(&event.body) else {
-        return event.body.clone();
-    };
     let attributes = match store.read(location) {
         Ok(record) => image_attributes(record.bytes()),
         Err(error) => {
@@ -22,10 +19,12 @@ pub fn render(store: &Store, event: &OutboxEvent, record: Option<Location>) -> S
             None
         }
     };
-    if let (Some(attributes), Some(image)) = (attributes, body.pointer_mut("/data/image")) {
-        image["attributes"] = attributes;
+    match attributes {
+        // The body is serde_json output with sorted keys and no spaces, and
+        // "attributes" is a key of the image object only.
+        Some(attributes) => event.body.replacen("\"attributes\":null", &format!("\"attributes\":{attributes}"), 1),
+        None => event.body.clone(),
     }
-    body.to_string()
 }
 
 /// The top-level attributes before Pixel Data of a stored Part 10 file, as DICOM JSON.
