@@ -47,11 +47,15 @@ class NatsServer:
     """`nats-server -js` on a loopback port, with its own store directory.
     stop() and start() again keep the port and the stored streams."""
 
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, extra_args: tuple = (), connect_options: dict | None = None):
+        """`extra_args` go to nats-server (authentication, TLS); `connect_options`
+        to nats-py's connect for the test's own reader."""
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.extra_args = list(extra_args)
+        self.connect_options = connect_options or {}
 
     @property
     def url(self) -> str:
@@ -60,7 +64,8 @@ class NatsServer:
     def start(self) -> "NatsServer":
         log = open(self.work_dir / "nats-server.log", "ab")
         self.proc = subprocess.Popen(
-            ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.work_dir / "store")],
+            ["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.work_dir / "store"),
+             *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
@@ -87,11 +92,11 @@ class NatsServer:
 
     def stream_events(self, timeout: float = 5.0) -> list[Event]:
         """Every message in the events stream, in stream order."""
-        return asyncio.run(_read_stream(self.url, timeout))
+        return asyncio.run(_read_stream(self.url, timeout, self.connect_options))
 
 
-async def _read_stream(url: str, timeout: float) -> list[Event]:
-    client = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+async def _read_stream(url: str, timeout: float, options: dict) -> list[Event]:
+    client = await nats.connect(url, connect_timeout=5, allow_reconnect=False, **options)
     try:
         js = client.jetstream()
         try:
@@ -165,3 +170,22 @@ def wait_for(predicate, timeout: float, interval: float = 0.5):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it:
+    (ca.pem, server.pem, server-key.pem)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca-key.pem", "ca.pem", "server-key.pem",
+                                                          "server.csr", "server.pem"))
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+            "-days", "1", "-subj", "/CN=nectar test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(cert), "-days", "1", "-extfile", str(ext))
+    return ca, cert, key

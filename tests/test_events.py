@@ -203,3 +203,46 @@ def test_delete_appears_in_the_next_revision(nectar_factory, nats_server, tmp_pa
     from nectar import assert_fsck_clean
     srv.stop()
     assert_fsck_clean(srv.data_dir)
+
+
+def test_nats_token_over_tls(nectar_factory, tmp_path):
+    import ssl
+    from events import make_tls_files
+    ca, cert, key = make_tls_files(tmp_path / "tls")
+    context = ssl.create_default_context(cafile=str(ca))
+    server = NatsServer(tmp_path / "nats", extra_args=("--auth", "s3cret", "--tls", "--tlscert", str(cert),
+                                                       "--tlskey", str(key)),
+                        connect_options={"token": "s3cret", "tls": context}).start()
+    try:
+        srv = nectar_factory("--nats-url", server.url, "--nats-token", "s3cret", "--nats-tls-ca", str(ca),
+                             "--study-quiet-period", QUIET)
+        instances = make_instances(tmp_path / "study", 2)
+        send(srv, instances)
+        events = wait_for(lambda: (ev := server.stream_events()) and revisions(ev, study_of(instances[0])) and ev,
+                          REVISION_WAIT)
+        assert events, srv.log_tail()
+        check_instance_events(events, instances)
+    finally:
+        server.stop()
+
+
+def test_nats_user_password_and_a_wrong_one(nectar_factory, tmp_path):
+    server = NatsServer(tmp_path / "nats", extra_args=("--user", "nectar", "--pass", "right"),
+                        connect_options={"user": "nectar", "password": "right"}).start()
+    try:
+        wrong = nectar_factory("--nats-url", server.url, "--nats-user", "nectar", "--nats-password", "wrong",
+                               "--study-quiet-period", QUIET)
+        instances = make_instances(tmp_path / "study", 2)
+        send(wrong, instances)  # ingest goes on; the events wait in the outbox
+        assert wait_for(lambda: wrong.metrics().get("nectar_nats_retries_total", 0) >= 1, 20.0), wrong.log_tail()
+        assert server.stream_events() == []
+        wrong.stop()
+
+        right = nectar_factory("--nats-url", server.url, "--nats-user", "nectar", "--nats-password", "right",
+                               "--study-quiet-period", QUIET, data_dir=wrong.data_dir)
+        events = wait_for(lambda: (ev := server.stream_events()) and revisions(ev, study_of(instances[0])) and ev,
+                          REVISION_WAIT)
+        assert events, right.log_tail()
+        check_instance_events(events, instances)
+    finally:
+        server.stop()

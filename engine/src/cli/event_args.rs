@@ -40,6 +40,10 @@ pub struct EventArgs {
     #[arg(long, env = "NECTAR_INTERNAL_URL")]
     pub internal_url: Option<String>,
 
+    /// How long events stay in the outbox (for `/events` resume) once published.
+    #[arg(long, env = "NECTAR_OUTBOX_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub outbox_retention: Duration,
+
     /// Outbox events a bounded consumer (NATS) may leave unpublished before ingest waits.
     #[arg(long, env = "NECTAR_OUTBOX_BOUND", default_value_t = 100_000)]
     pub outbox_bound: i64,
@@ -128,6 +132,7 @@ impl EventArgs {
             internal_base_url: internal.trim_end_matches('/').to_owned(),
             external_base_url: external.trim_end_matches('/').to_owned(),
             quiet_period: self.study_quiet_period,
+            retention: self.outbox_retention,
         };
         let nats = match &self.nats_url {
             None => None,

@@ -47,6 +47,8 @@ pub struct EventsConfig {
     pub external_base_url: String,
     /// A study is stable after this long without a new, replaced or deleted instance.
     pub quiet_period: Duration,
+    /// Outbox events older than this are deleted once every bounded consumer took them.
+    pub retention: Duration,
 }
 
 impl EventsConfig {

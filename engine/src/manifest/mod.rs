@@ -90,6 +90,8 @@ pub mod schema;
 mod writer;
 
 #[cfg(test)]
+mod outbox_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

@@ -363,6 +363,15 @@ pub(crate) fn events_after(
     rows.collect()
 }
 
+/// Deletes events created before `cutoff_ms` up to position `taken`, keeping
+/// the newest event so positions never restart. Returns how many went.
+pub(crate) fn prune(conn: &Connection, cutoff_ms: i64, taken: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM outbox WHERE created_ms < ?1 AND seq <= ?2 AND seq < (SELECT max(seq) FROM outbox)",
+    )?
+    .execute(params![cutoff_ms, taken])
+}
+
 /// The position of the newest event (0 when the outbox is empty).
 pub(crate) fn head(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM outbox")?.query_row([], |r| r.get(0))

@@ -84,6 +84,7 @@ pub struct StudyTouch {
 pub(crate) struct Writer {
     conn: Connection,
     events: Option<EventSink>,
+    last_prune: Instant,
     rx: Receiver<Msg>,
     max_batch: usize,
     /// Segments whose `indexed_end` this process no longer advances because
@@ -132,6 +133,7 @@ impl Writer {
         Writer {
             conn,
             events,
+            last_prune: Instant::now(),
             rx,
             max_batch: max_batch.max(1),
             frozen: HashSet::new(),
@@ -195,6 +197,7 @@ impl Writer {
                 self.write_batch(&rows);
                 rows.clear();
             }
+            self.prune_outbox();
             metrics::gauge!("nectar_manifest_queue_depth").set(self.rx.len() as f64);
             if !acks.is_empty() {
                 let report = self.take_report();

@@ -124,3 +124,30 @@ impl Writer {
         }
     }
 }
+
+impl Writer {
+    /// Deletes outbox events older than the retention that the bounded
+    /// consumer has taken, at most once per [`PRUNE_EVERY`].
+    pub(super) fn prune_outbox(&mut self) {
+        let Some(sink) = &self.events else {
+            return;
+        };
+        if self.last_prune.elapsed() < PRUNE_EVERY {
+            return;
+        }
+        self.last_prune = std::time::Instant::now();
+        let cutoff = now_ms() - sink.config.retention.as_millis() as i64;
+        let taken = sink.bound.as_ref().map(|(_, taken)| taken.load(Ordering::Acquire)).unwrap_or(i64::MAX);
+        match outbox::prune(&self.conn, cutoff, taken) {
+            Ok(0) => {}
+            Ok(pruned) => {
+                metrics::counter!("nectar_outbox_pruned_total").increment(pruned as u64);
+                tracing::debug!(pruned, "outbox events past their retention deleted");
+            }
+            Err(error) => tracing::warn!(%error, "pruning the outbox failed"),
+        }
+    }
+}
+
+/// How often the writer prunes the outbox.
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(60);
