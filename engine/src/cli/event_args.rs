@@ -52,7 +52,7 @@ pub struct EventArgs {
     #[arg(long, env = "NECTAR_NATS_URL")]
     pub nats_url: Option<String>,
 
-    /// JetStream stream the events go to; created if missing.
+    /// JetStream stream the events go to, created if missing.
     #[arg(long, env = "NECTAR_NATS_STREAM", default_value = "NECTAR_EVENTS")]
     pub nats_stream: String,
 
@@ -88,7 +88,7 @@ pub struct EventArgs {
     #[arg(long, env = "NECTAR_NATS_CREDENTIALS")]
     pub nats_credentials: Option<PathBuf>,
 
-    /// CA certificate file for TLS to the NATS server; makes TLS required.
+    /// CA certificate file for TLS to the NATS server. Setting it makes TLS required.
     #[arg(long, env = "NECTAR_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
 }

@@ -5,7 +5,7 @@
 //! `Nats-Msg-Id` set to the event id, waiting for JetStream's acknowledgement
 //! before it moves on, so the stream holds the events in outbox order and
 //! drops the copies a restart publishes again. While NATS is unreachable the
-//! events wait in the outbox and the task retries with a growing delay; the
+//! events wait in the outbox and the task retries with a growing delay. The
 //! manifest holds ingest back once the outbox holds more untaken events than
 //! its bound.
 
@@ -47,7 +47,7 @@ pub enum NatsAuth {
 pub struct NatsConfig {
     pub url: String,
     pub auth: NatsAuth,
-    /// CA certificate(s) that sign the server's certificate; requires TLS.
+    /// CA certificates that sign the server's certificate. Setting it requires TLS.
     pub tls_ca_file: Option<PathBuf>,
     /// The JetStream stream, created if missing.
     pub stream: String,

@@ -3,7 +3,7 @@
 //! Each event is one SSE message: `id` is its outbox position, `event` its
 //! CloudEvents type, `data` the CloudEvent in structured JSON. A client that
 //! reconnects with `Last-Event-ID` (or `?after=N`) gets every event after that
-//! position, then new ones as they are committed; without either it gets only
+//! position, then new ones as they are committed. Without either it gets only
 //! new ones (`?after=0` replays the whole outbox). A comment line goes out
 //! every 15 s of silence so proxies keep the connection open.
 
@@ -82,7 +82,7 @@ struct Reader {
 }
 
 impl Reader {
-    /// The next message or keep-alive comment; `None` ends the stream.
+    /// Returns the next message or keep-alive comment, or `None` at the end of the stream.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if !self.pending.is_empty() {

@@ -1,15 +1,16 @@
 //! Study actors: one per study waiting for its quiet period.
 //!
-//! The manifest writer reports every study it changed; the router hands the
+//! The manifest writer reports every study it changed. The router hands the
 //! report to that study's actor, starting one on the arbiter the hash of the
 //! Study Instance UID picks. An actor waits until the quiet period has passed
 //! since the newest change it knows, then asks the manifest to emit the
-//! study's next revision; the manifest writes it only if no later change
+//! study's next revision. The manifest writes it only if no later change
 //! arrived, so a revision is never written twice. Then the actor stops.
 //!
 //! Waits survive a restart because the manifest keeps each study's last
-//! change; the router starts actors for them at start, and sweeps once per
-//! quiet period for a study whose report found its actor stopping.
+//! change. The router starts actors for them at start, and once per quiet
+//! period it sweeps for a study whose report reached an actor that was
+//! stopping, which is how a lost report or a dead actor is recovered.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;

@@ -24,7 +24,7 @@ impl Manifest {
         Ok(self.events()?.head.subscribe())
     }
 
-    /// The studies that change, as they change; only the first caller gets them.
+    /// Returns the receiver of study change reports. Only the first caller gets it.
     pub fn take_study_touches(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<StudyTouch>> {
         let events = self.shared.events.as_ref()?;
         events.touches.lock().unwrap_or_else(|p| p.into_inner()).take()

@@ -3,9 +3,9 @@
 //! The writer records a change's events and its study's pending change in the
 //! transaction that makes the change, so an event exists exactly when its
 //! change does. `study_revisions.last_change_ms` is set while a study waits
-//! for its quiet period; it survives a restart, and the revision that ends
-//! the wait is written in one transaction with clearing it, so it is emitted
-//! once.
+//! for its quiet period, so the wait survives a restart. The revision that
+//! ends the wait is written in one transaction with clearing it, so it is
+//! emitted once.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};

@@ -5,7 +5,7 @@ use crate::manifest::delete::{self, DeleteScope};
 use crate::manifest::outbox;
 
 impl Writer {
-    /// Deletes the instances in `scope` in one transaction; returns how many.
+    /// Deletes the instances in `scope` in one transaction and returns how many there were.
     pub(super) fn delete(&mut self, scope: &DeleteScope) -> Result<usize, String> {
         let now = now_ms();
         let events = self.events.is_some();
