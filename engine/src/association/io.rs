@@ -2,6 +2,7 @@
 
 use std::io;
 
+use nectar_codecs::pdu;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -12,6 +13,11 @@ const READ_BUFFER_LEN: usize = 64 * 1024;
 /// A PDV payload at least this long is read straight into its destination,
 /// so large fragments cost no copy through the read buffer.
 const DIRECT_READ_MIN: usize = 16 * 1024;
+
+/// Data fragment size used when the peer announced no maximum PDU length (0):
+/// large enough that the per-PDU cost is negligible, small enough to keep
+/// every PDU a reasonable unit for the peer to buffer.
+const UNLIMITED_FRAGMENT_LEN: usize = 1024 * 1024;
 
 /// The socket of one association with a read buffer in front of it.
 pub struct Connection {
@@ -151,6 +157,53 @@ impl Connection {
     pub async fn flush_out(&mut self) -> io::Result<()> {
         self.stream.write_all(&self.out).await?;
         self.out.clear();
+        Ok(())
+    }
+
+    /// Sends `data` as P-DATA-TF PDUs of one PDV each, within `max_pdu_length`
+    /// (0 = unlimited, then 1 MiB fragments), the last one flagged as last.
+    ///
+    /// The PDU and PDV headers of each fragment go out in one vectored write
+    /// with the fragment, borrowed from `data` (for a retrieve, the memory-mapped
+    /// record), so the data is never copied into a buffer.
+    pub async fn send_pdata_borrowed(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        data: &[u8],
+        max_pdu_length: u32,
+    ) -> io::Result<()> {
+        let fragment_len = if max_pdu_length == 0 {
+            UNLIMITED_FRAGMENT_LEN
+        } else {
+            pdu::max_fragment_len(max_pdu_length)
+        };
+        let mut rest = data;
+        let mut header = Vec::with_capacity(pdu::PDU_HEADER_LEN + pdu::PDV_HEADER_LEN);
+        loop {
+            let (fragment, tail) = rest.split_at(rest.len().min(fragment_len));
+            header.clear();
+            pdu::encode_pdata_headers(&mut header, context_id, is_command, tail.is_empty(), fragment.len());
+            self.write_two(&header, fragment).await?;
+            if tail.is_empty() {
+                return Ok(());
+            }
+            rest = tail;
+        }
+    }
+
+    /// Writes `first` then `second` completely, with vectored writes.
+    async fn write_two(&mut self, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
+        while !first.is_empty() || !second.is_empty() {
+            let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
+            let written = self.stream.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_first = written.min(first.len());
+            first = &first[from_first..];
+            second = &second[written - from_first..];
+        }
         Ok(())
     }
 

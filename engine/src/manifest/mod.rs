@@ -82,6 +82,7 @@
 //! gauge `nectar_manifest_queue_depth` (set after each batch).
 
 mod query;
+mod retrieve;
 mod record;
 pub mod schema;
 mod writer;
@@ -100,6 +101,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use rusqlite::Connection;
 
 pub use record::{InstanceRecord, ManifestCounts, ReplacedInstance, StudySummary};
+pub use retrieve::{RetrieveInstance, RetrieveLevel};
 use writer::{Ack, Msg, Writer};
 
 /// Sizing of the writer's queue and transactions.
