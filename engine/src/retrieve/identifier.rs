@@ -79,9 +79,11 @@ fn string_value(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<Strin
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-/// A UID of PS3.5 section 9: digits and dots, at most 64 characters.
+/// A unique key value of VR UI: at most 64 characters and no wildcard.
+/// Characters other than digits and dots are allowed because some stored
+/// instances carry such UIDs, and a retrieve should reach them.
 fn is_uid(value: &str) -> bool {
-    value.len() <= 64 && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    value.len() <= 64 && value.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'?')
 }
 
 /// Largest value of (0008,0058) written: its length field in Explicit VR has
