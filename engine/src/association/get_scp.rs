@@ -5,7 +5,7 @@ use nectar_codecs::command::{self, command_field};
 use nectar_codecs::negotiation::AcceptedContext;
 
 use super::error::AssociationError;
-use super::retrieve as shared;
+use super::retrieve::{self as shared, Finished};
 use super::session::{Incoming, PendingRequest, Session};
 use crate::manifest::RetrieveInstance;
 use crate::retrieve::{Progress, SubOperationResult};
@@ -36,7 +36,15 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         shared::send_response(session, &request, pending, counts, &[], None).await?;
     }
 
-    shared::send_final(session, &request, KIND, resolved.level, &progress, cancelled, None, None).await
+    let finished = Finished {
+        kind: KIND,
+        level: resolved.level,
+        progress: &progress,
+        cancelled,
+        destination_ae: None,
+        comment: None,
+    };
+    shared::send_final(session, &request, finished).await
 }
 
 /// The context a sub-operation for `instance` may use: its SOP class, its

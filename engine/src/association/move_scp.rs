@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use nectar_codecs::command::status;
 
 use super::error::AssociationError;
-use super::retrieve::{self as shared, Rejection};
+use super::retrieve::{self as shared, Finished, Rejection};
 use super::session::{PendingRequest, Session};
 use super::store_scu::{ScuError, ScuTimeouts, StoreScu, MAX_PROPOSED_CONTEXTS};
 use crate::manifest::RetrieveInstance;
@@ -33,9 +33,16 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         }
     };
     let mut progress = Progress::new(resolved.instances.len());
-    let destination_ae = Some(remote.ae_title.as_str());
+    let finished = |progress, cancelled, comment| Finished {
+        kind: KIND,
+        level: resolved.level,
+        progress,
+        cancelled,
+        destination_ae: Some(remote.ae_title.as_str()),
+        comment,
+    };
     if resolved.instances.is_empty() {
-        return shared::send_final(session, &request, KIND, resolved.level, &progress, false, destination_ae, None).await;
+        return shared::send_final(session, &request, finished(&progress, false, None)).await;
     }
 
     let mut scu = match open_destination(session, &remote, &resolved.instances).await {
@@ -46,9 +53,7 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
                 progress.record(SubOperationResult::Failed, &instance.sop_instance_uid);
             }
             let comment = format!("failed to associate with {}", remote.ae_title);
-            let level = resolved.level;
-            return shared::send_final(session, &request, KIND, level, &progress, false, destination_ae, Some(&comment))
-                .await;
+            return shared::send_final(session, &request, finished(&progress, false, Some(&comment))).await;
         }
     };
 
@@ -69,8 +74,7 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         }
         None
     };
-    let level = resolved.level;
-    shared::send_final(session, &request, KIND, level, &progress, cancelled, destination_ae, comment.as_deref()).await
+    shared::send_final(session, &request, finished(&progress, cancelled, comment.as_deref())).await
 }
 
 /// Opens the association to the destination with a context for every

@@ -181,17 +181,26 @@ pub(super) async fn send_rejection(
     send_response(session, request, rejection.status, counts, &[], Some(&rejection.comment)).await
 }
 
+/// How the sub-operations of a retrieve ended.
+pub(super) struct Finished<'a> {
+    pub kind: &'static str,
+    pub level: RetrieveLevel,
+    pub progress: &'a Progress,
+    /// A C-CANCEL-RQ stopped the sub-operations.
+    pub cancelled: bool,
+    /// The Move Destination of a C-MOVE.
+    pub destination_ae: Option<&'a str>,
+    /// The Error Comment of the final response.
+    pub comment: Option<&'a str>,
+}
+
 /// Sends the final response after the sub-operations and logs the retrieve.
 pub(super) async fn send_final(
     session: &mut Session,
     request: &PendingRequest,
-    kind: &'static str,
-    level: RetrieveLevel,
-    progress: &Progress,
-    cancelled: bool,
-    destination_ae: Option<&str>,
-    comment: Option<&str>,
+    finished: Finished<'_>,
 ) -> Result<(), AssociationError> {
+    let Finished { kind, level, progress, cancelled, destination_ae, comment } = finished;
     let final_status = progress.final_status(cancelled);
     telemetry::retrieve::retrieve_finished(kind, level.as_str(), final_status, progress, destination_ae);
     let counts = progress.final_counts(cancelled);
