@@ -3,9 +3,9 @@ dcmtk storescp and Orthanc as C-MOVE destinations, and pynetdicom for the
 cases the dcmtk tools cannot make (a transfer syntax that does not fit, C-CANCEL).
 
 One nectar serves the whole module. It is loaded with the public corpus through
-dcmtk storescu, plus two studies made from corpus files with new UIDs: a CT study
-of 12 instances (storescu) and a mixed study of two Explicit VR and one Implicit
-VR Little Endian instance sent byte for byte with pynetdicom.
+dcmtk storescu and with two studies made from corpus files with new UIDs. The CT
+study of 12 instances goes through storescu. The mixed study of two Explicit VR
+and one Implicit VR Little Endian instance is sent byte for byte with pynetdicom.
 
 getscu 3.6.7 writes received data sets again with undefined-length sequences, so
 its files are compared with the stored records element by element; the pynetdicom
@@ -325,7 +325,7 @@ def test_get_unknown_study_succeeds_empty(archive):
 
 def test_get_cancel_ends_with_cancel(archive):
     """The C-CANCEL-RQ goes out from the first C-STORE handler, before that
-    sub-operation's C-STORE-RSP, so nectar sees it during the first sub-operation."""
+    sub-operation's C-STORE-RSP, so nectar reads it during the first sub-operation."""
     def cancel_once(assoc, stored_count):
         if stored_count == 1:
             assoc.send_c_cancel(1, query_model=StudyRootQueryRetrieveInformationModelGet)
@@ -421,7 +421,7 @@ def test_move_unknown_destination_keeps_association(archive):
 
 def test_move_cancel_ends_with_cancel(archive):
     """A destination whose first C-STORE handler sends C-CANCEL-RQ on the
-    originator's association and then holds its C-STORE-RSP for a moment,
+    originator's association and then delays its C-STORE-RSP by 0.5 s,
     so nectar reads the cancel while that sub-operation is still open."""
     destination_port = free_port()
     holder = {}

@@ -9,11 +9,10 @@ use super::retrieve::{self as shared, Finished};
 use super::session::{Incoming, PendingRequest, Session};
 use crate::manifest::RetrieveInstance;
 use crate::retrieve::{Progress, SubOperationResult};
-use crate::telemetry;
 
 const KIND: &str = "get";
 
-/// Answers one C-GET-RQ with its responses, up to the final one.
+/// Performs one C-GET: the sub-operations, a Pending response after each, and the final response.
 pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Result<(), AssociationError> {
     let resolved = match shared::resolve(session, &request).await {
         Ok(resolved) => resolved,
@@ -47,8 +46,8 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
     shared::send_final(session, &request, finished).await
 }
 
-/// The context a sub-operation for `instance` may use: its SOP class, its
-/// stored transfer syntax (nectar does not transcode), and the SCP role
+/// Finds the context a sub-operation for `instance` may use: its SOP class,
+/// its stored transfer syntax (nectar does not transcode), and the SCP role
 /// accepted by the peer.
 fn store_context<'a>(session: &'a Session, instance: &RetrieveInstance) -> Option<&'a AcceptedContext> {
     session.contexts().find(|context| {
@@ -70,11 +69,11 @@ async fn store_one(
     let uid = instance.sop_instance_uid.as_str();
     let Some(context_id) = store_context(session, instance).map(|context| context.id) else {
         let reason = "no accepted presentation context with the SCP role for its SOP class and stored transfer syntax";
-        return Ok(fail_unsent(uid, reason));
+        return Ok(shared::fail_unsent(KIND, uid, reason));
     };
     let data_set = match shared::read_data_set(session, instance) {
         Ok(data_set) => data_set,
-        Err(reason) => return Ok(fail_unsent(uid, &reason)),
+        Err(reason) => return Ok(shared::fail_unsent(KIND, uid, &reason)),
     };
 
     let request = command::c_store_rq(store_message_id, &instance.sop_class_uid, uid, None);
@@ -95,18 +94,6 @@ async fn store_one(
             other => *cancelled |= shared::is_cancel(other, get_message_id)?,
         }
     };
-    let result = SubOperationResult::from_store_status(store_status);
-    if result == SubOperationResult::Failed {
-        telemetry::retrieve::sub_operation_failed(KIND, uid, Some(store_status), "the C-STORE-RSP reports a failure");
-    }
-    telemetry::retrieve::sub_operation_finished(KIND, result, true, bytes);
-    Ok(result)
-}
-
-/// Counts and logs a sub-operation that failed before its C-STORE-RQ was sent.
-fn fail_unsent(sop_instance_uid: &str, reason: &str) -> SubOperationResult {
-    telemetry::retrieve::sub_operation_failed(KIND, sop_instance_uid, None, reason);
-    telemetry::retrieve::sub_operation_finished(KIND, SubOperationResult::Failed, false, 0);
-    SubOperationResult::Failed
+    Ok(shared::sub_operation_done(KIND, uid, store_status, bytes))
 }
 

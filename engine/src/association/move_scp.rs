@@ -16,7 +16,7 @@ use crate::telemetry;
 
 const KIND: &str = "move";
 
-/// Answers one C-MOVE-RQ with its responses, up to the final one.
+/// Performs one C-MOVE: the sub-operations, a Pending response after each, and the final response.
 pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Result<(), AssociationError> {
     let destination = request.command.move_destination.clone().unwrap_or_default();
     let Some(remote) = session.services.remote_aes.get(&destination).cloned() else {
@@ -125,7 +125,7 @@ async fn send_all(
             Err(_) => {
                 progress.record(SubOperationResult::Failed, &instance.sop_instance_uid);
                 for lost in &instances[index + 1..] {
-                    fail_unsent(&lost.sop_instance_uid, "the association with the destination failed");
+                    shared::fail_unsent(KIND, &lost.sop_instance_uid, "the association with the destination failed");
                     progress.record(SubOperationResult::Failed, &lost.sop_instance_uid);
                 }
                 return Ok((cancelled, true));
@@ -150,11 +150,11 @@ async fn store_one(
 ) -> Result<Result<SubOperationResult, ScuError>, AssociationError> {
     let uid = instance.sop_instance_uid.as_str();
     let Some(context_id) = scu.context_for(&instance.sop_class_uid, &instance.transfer_syntax_uid) else {
-        return Ok(Ok(fail_unsent(uid, "the destination accepted no context for its SOP class and stored transfer syntax")));
+        return Ok(Ok(shared::fail_unsent(KIND, uid, "the destination accepted no context for its SOP class and stored transfer syntax")));
     };
     let data_set = match shared::read_data_set(session, instance) {
         Ok(data_set) => data_set,
-        Err(reason) => return Ok(Ok(fail_unsent(uid, &reason))),
+        Err(reason) => return Ok(Ok(shared::fail_unsent(KIND, uid, &reason))),
     };
     let bytes = data_set.bytes().len() as u64;
 
@@ -179,17 +179,5 @@ async fn store_one(
             return Ok(Err(error));
         }
     };
-    let result = SubOperationResult::from_store_status(store_status);
-    if result == SubOperationResult::Failed {
-        telemetry::retrieve::sub_operation_failed(KIND, uid, Some(store_status), "the C-STORE-RSP reports a failure");
-    }
-    telemetry::retrieve::sub_operation_finished(KIND, result, true, bytes);
-    Ok(Ok(result))
-}
-
-/// Counts and logs a sub-operation that failed before its C-STORE-RQ was sent.
-fn fail_unsent(sop_instance_uid: &str, reason: &str) -> SubOperationResult {
-    telemetry::retrieve::sub_operation_failed(KIND, sop_instance_uid, None, reason);
-    telemetry::retrieve::sub_operation_finished(KIND, SubOperationResult::Failed, false, 0);
-    SubOperationResult::Failed
+    Ok(Ok(shared::sub_operation_done(KIND, uid, store_status, bytes)))
 }

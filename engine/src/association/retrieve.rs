@@ -1,6 +1,10 @@
-//! What the C-GET and C-MOVE SCPs share on the requesting association:
+//! Steps shared by the C-GET and C-MOVE SCPs on the requesting association:
 //! resolving the identifier to stored instances, reading a stored data set,
 //! noticing C-CANCEL-RQ, and sending C-GET-RSP or C-MOVE-RSP.
+//!
+//! NOTE: the session checks the shutdown deadline only between PDUs, so a
+//! retrieve still running at the deadline is not aborted with A-ABORT: it ends
+//! when the workers stop.
 
 use futures_util::FutureExt;
 use nectar_codecs::command::{self, command_field, status, SubOperations, MAX_ERROR_COMMENT_LEN};
@@ -9,7 +13,7 @@ use nectar_codecs::pdu;
 use super::error::AssociationError;
 use super::session::{Incoming, PendingRequest, Session};
 use crate::manifest::{RetrieveInstance, RetrieveLevel};
-use crate::retrieve::{identifier, parse_identifier, Progress};
+use crate::retrieve::{identifier, parse_identifier, Progress, SubOperationResult};
 use crate::storage::RecordRef;
 use crate::telemetry;
 
@@ -67,7 +71,7 @@ pub(super) struct StoredDataSet {
 }
 
 impl StoredDataSet {
-    /// The data set bytes, borrowed from the memory-mapped segment.
+    /// Returns the data set bytes, borrowed from the memory-mapped segment.
     pub fn bytes(&self) -> &[u8] {
         &self.record.bytes()[self.offset..]
     }
@@ -92,7 +96,7 @@ pub(super) fn read_data_set(session: &Session, instance: &RetrieveInstance) -> R
     Ok(StoredDataSet { record, offset: meta.dataset_offset })
 }
 
-/// Whether `incoming` is a C-CANCEL-RQ for the request `message_id`.
+/// Reports whether `incoming` is a C-CANCEL-RQ for the request `message_id`.
 /// Errors end the association: the peer aborted or closed it, or sent a
 /// command that has no place while a retrieve runs.
 pub(super) fn is_cancel(incoming: Incoming, message_id: u16) -> Result<bool, AssociationError> {
@@ -126,7 +130,25 @@ pub(super) async fn cancel_requested(session: &mut Session, message_id: u16) -> 
     Ok(cancelled)
 }
 
-/// [`Session::read_message`] under the idle timer.
+/// Classifies, counts and (on failure) logs a sub-operation whose C-STORE-RSP
+/// came back with `store_status` after `bytes` of data set were sent.
+pub(super) fn sub_operation_done(kind: &'static str, uid: &str, store_status: u16, bytes: u64) -> SubOperationResult {
+    let result = SubOperationResult::from_store_status(store_status);
+    if result == SubOperationResult::Failed {
+        telemetry::retrieve::sub_operation_failed(kind, uid, Some(store_status), "the C-STORE-RSP reports a failure");
+    }
+    telemetry::retrieve::sub_operation_finished(kind, result, true, bytes);
+    result
+}
+
+/// Counts and logs a sub-operation that failed before its C-STORE-RQ was sent.
+pub(super) fn fail_unsent(kind: &'static str, sop_instance_uid: &str, reason: &str) -> SubOperationResult {
+    telemetry::retrieve::sub_operation_failed(kind, sop_instance_uid, None, reason);
+    telemetry::retrieve::sub_operation_finished(kind, SubOperationResult::Failed, false, 0);
+    SubOperationResult::Failed
+}
+
+/// Runs [`Session::read_message`] under the idle timer.
 pub(super) async fn read_with_timeout(session: &mut Session) -> Result<Incoming, AssociationError> {
     let idle = session.services.limits.idle_timeout;
     match tokio::time::timeout(idle, session.read_message()).await {
@@ -181,7 +203,7 @@ pub(super) async fn send_rejection(
     send_response(session, request, rejection.status, counts, &[], Some(&rejection.comment)).await
 }
 
-/// How the sub-operations of a retrieve ended.
+/// The outcome of a retrieve's sub-operations, for its final response.
 pub(super) struct Finished<'a> {
     pub kind: &'static str,
     pub level: RetrieveLevel,

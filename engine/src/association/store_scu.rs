@@ -122,7 +122,7 @@ impl StoreScu {
         Ok(StoreScu { conn, contexts, peer_max_pdu_length, timeouts, next_message_id: 1 })
     }
 
-    /// The accepted context for this SOP class and transfer syntax.
+    /// Finds the accepted context for this SOP class and transfer syntax.
     pub fn context_for(&self, sop_class_uid: &str, transfer_syntax_uid: &str) -> Option<u8> {
         self.contexts
             .iter()

@@ -22,7 +22,7 @@ pub enum RetrieveLevel {
 }
 
 impl RetrieveLevel {
-    /// The value of (0008,0052) for this level.
+    /// Returns the value of (0008,0052) for this level.
     pub fn as_str(self) -> &'static str {
         match self {
             RetrieveLevel::Patient => "PATIENT",
@@ -32,7 +32,7 @@ impl RetrieveLevel {
         }
     }
 
-    /// The rows of one key value, in study, series and instance order.
+    /// Returns the query for one key value, in study, series and instance order.
     fn query(self) -> &'static str {
         match self {
             RetrieveLevel::Patient => concat!(

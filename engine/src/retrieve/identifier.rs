@@ -18,8 +18,8 @@ pub struct RetrieveKeys {
     pub values: Vec<String>,
 }
 
-/// Why an identifier cannot be served; the text goes into the Error Comment
-/// of a 0xA900 response.
+/// The reason an identifier cannot be served, sent as the Error Comment of
+/// a 0xA900 response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct IdentifierError(pub String);
@@ -71,7 +71,7 @@ pub fn parse_identifier(
     Ok(RetrieveKeys { level, values })
 }
 
-/// The value of a string element with padding removed; `None` when absent or empty.
+/// Returns the value of a string element without padding, or `None` when it is absent or empty.
 fn string_value(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     let element = object.get(tag)?;
     let text = element.to_str().ok()?;
@@ -79,7 +79,7 @@ fn string_value(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<Strin
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-/// A unique key value of VR UI: at most 64 characters and no wildcard.
+/// Checks a unique key value of VR UI: at most 64 characters and no wildcard.
 /// Characters other than digits and dots are allowed because some stored
 /// instances carry such UIDs, and a retrieve should reach them.
 fn is_uid(value: &str) -> bool {
@@ -94,21 +94,21 @@ const MAX_FAILED_LIST_LEN: usize = 0xFFFE;
 /// C-GET or C-MOVE response in `transfer_syntax_uid`.
 pub fn failed_uid_list(uids: &[String], transfer_syntax_uid: &str) -> Option<Vec<u8>> {
     let ts = TransferSyntaxRegistry.get(transfer_syntax_uid)?;
-    let mut kept: Vec<String> = Vec::new();
+    let mut listed: Vec<String> = Vec::new();
     let mut len = 0;
     for uid in uids {
-        let added = uid.len() + usize::from(!kept.is_empty());
+        let added = uid.len() + usize::from(!listed.is_empty());
         if len + added > MAX_FAILED_LIST_LEN {
             break;
         }
         len += added;
-        kept.push(uid.clone());
+        listed.push(uid.clone());
     }
     let mut object = InMemDicomObject::new_empty();
     object.put(DataElement::new(
         tags::FAILED_SOP_INSTANCE_UID_LIST,
         VR::UI,
-        PrimitiveValue::Strs(kept.into_iter().collect()),
+        PrimitiveValue::Strs(listed.into_iter().collect()),
     ));
     let mut out = Vec::new();
     object.write_dataset_with_ts(&mut out, ts).ok()?;

@@ -80,12 +80,12 @@ impl Progress {
         &self.failed_uids
     }
 
-    /// The counts of a Pending response.
+    /// Returns the counts of a Pending response.
     pub fn pending_counts(&self) -> SubOperations {
         SubOperations { remaining: Some(clamp(self.remaining())), ..self.final_counts(false) }
     }
 
-    /// The counts of the final response; Remaining only after a cancel.
+    /// Returns the counts of the final response, with Remaining only after a cancel.
     pub fn final_counts(&self, cancelled: bool) -> SubOperations {
         SubOperations {
             remaining: cancelled.then(|| clamp(self.remaining())),
@@ -95,8 +95,8 @@ impl Progress {
         }
     }
 
-    /// The final status: Cancel after a cancel; Success only when every
-    /// sub-operation completed; Failure 0xA702 when all failed; else Warning.
+    /// Returns the final status. It is Cancel after a cancel, Success only when
+    /// every sub-operation completed, Failure 0xA702 when all failed, else Warning.
     pub fn final_status(&self, cancelled: bool) -> u16 {
         if cancelled {
             status::CANCEL

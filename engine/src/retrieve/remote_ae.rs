@@ -1,4 +1,4 @@
-//! The C-MOVE destinations nectar knows: AE title to host and port.
+//! The table of C-MOVE destinations: AE title to host and port.
 //!
 //! Entries read `AE=host:port`, from `--remote-ae` flags or from a file with
 //! one entry per line, where blank lines and lines starting with `#` are skipped.
@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Where a remote AE listens.
+/// The address of a remote AE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteAe {
     pub ae_title: String,

@@ -7,7 +7,7 @@ use metrics::counter;
 
 use crate::retrieve::{Progress, SubOperationResult};
 
-/// What ended a retrieve, for the `status` label.
+/// Maps a final status to its `status` label.
 fn status_label(status: u16) -> &'static str {
     match status {
         0x0000 => "success",
@@ -20,7 +20,7 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-/// A retrieve answered with a failure before any sub-operation.
+/// Records a retrieve rejected with a failure status before any sub-operation.
 pub fn retrieve_rejected(kind: &'static str, status: u16, comment: &str, destination_ae: Option<&str>) {
     counter!("nectar_retrieves_total", "kind" => kind, "level" => "none", "status" => status_label(status)).increment(1);
     tracing::warn!(
@@ -32,7 +32,7 @@ pub fn retrieve_rejected(kind: &'static str, status: u16, comment: &str, destina
     );
 }
 
-/// One C-STORE sub-operation finished (or failed before its C-STORE-RQ was sent).
+/// Counts one C-STORE sub-operation that finished, or failed before its C-STORE-RQ was sent.
 pub fn sub_operation_finished(kind: &'static str, result: SubOperationResult, sent: bool, bytes: u64) {
     if sent {
         counter!("nectar_retrieve_sub_operations_total", "kind" => kind, "result" => "sent").increment(1);
@@ -41,7 +41,7 @@ pub fn sub_operation_finished(kind: &'static str, result: SubOperationResult, se
     counter!("nectar_retrieve_sub_operations_total", "kind" => kind, "result" => result.label()).increment(1);
 }
 
-/// A sub-operation failed; `store_status` is the C-STORE-RSP status when one came back.
+/// Logs a failed sub-operation. `store_status` is the C-STORE-RSP status when one came back.
 pub fn sub_operation_failed(kind: &'static str, sop_instance_uid: &str, store_status: Option<u16>, reason: &str) {
     tracing::warn!(
         kind,
@@ -52,13 +52,13 @@ pub fn sub_operation_failed(kind: &'static str, sop_instance_uid: &str, store_st
     );
 }
 
-/// The destination of a C-MOVE could not be reached or refused the association.
+/// Records a C-MOVE destination that could not be reached or rejected the association.
 pub fn destination_failed(destination_ae: &str, error: &dyn std::fmt::Display) {
     counter!("nectar_retrieve_destination_errors_total").increment(1);
     tracing::warn!(destination_ae, %error, "C-MOVE destination association failed");
 }
 
-/// A retrieve sent its final response.
+/// Records a retrieve that sent its final response after its sub-operations.
 pub fn retrieve_finished(
     kind: &'static str,
     level: &'static str,
