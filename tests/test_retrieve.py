@@ -428,6 +428,11 @@ def test_move_cancel_ends_with_cancel(archive):
 
     def handle_store(event):
         holder["stores"] = holder.get("stores", 0) + 1
+        holder.setdefault("originators", []).append((
+            event.assoc.requestor.ae_title,
+            str(event.request.MoveOriginatorApplicationEntityTitle).strip(),
+            int(event.request.MoveOriginatorMessageID),
+        ))
         if holder["stores"] == 1:
             holder["assoc"].send_c_cancel(1, query_model=StudyRootQueryRetrieveInformationModelMove)
             time.sleep(0.5)
@@ -456,6 +461,7 @@ def test_move_cancel_ends_with_cancel(archive):
                 if assoc.is_established:
                     assoc.abort()
                 ae.shutdown()
+            metrics = second.metrics()
         finally:
             assert second.stop() == 0, second.log_tail()
     finally:
@@ -463,6 +469,9 @@ def test_move_cancel_ends_with_cancel(archive):
     assert result.final_status == CANCEL, hex(result.final_status)
     assert holder["stores"] < CT_STUDY_SIZE
     assert result.count("NumberOfRemainingSuboperations") == CT_STUDY_SIZE - holder["stores"]
+    assert set(holder["originators"]) == {("NECTAR", "MOVESCU", 1)}, "calling AE, Move Originator AE and message ID"
+    assert metrics.get("nectar_retrieves_total") == 1
+    assert metrics.get("nectar_retrieve_bytes_total", 0) > 0
 
 
 def test_move_unreachable_destination_fails(archive, nectar_factory):
@@ -483,3 +492,6 @@ def test_move_unreachable_destination_fails(archive, nectar_factory):
         if assoc.is_established:
             assoc.abort()
         ae.shutdown()
+    metrics = server.metrics()
+    assert metrics.get("nectar_retrieve_destination_errors_total") == 1
+    assert metrics.get("nectar_retrieves_total") == 1
