@@ -49,23 +49,22 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         Ok(scu) => scu,
         Err(error) => {
             telemetry::retrieve::destination_failed(&remote.ae_title, &error);
-            for instance in &resolved.instances {
-                progress.record(SubOperationResult::Failed, &instance.sop_instance_uid);
-            }
+            fail_without_destination(&mut progress, &resolved.instances);
             let comment = format!("failed to associate with {}", remote.ae_title);
             return shared::send_final(session, &request, finished(&progress, false, Some(&comment))).await;
         }
     };
 
     let outcome = send_all(session, &request, &mut scu, &resolved.instances, &mut progress).await;
-    let (cancelled, destination_lost) = match outcome {
-        Ok(flags) => flags,
+    let (cancelled, destination_error) = match outcome {
+        Ok(ended) => ended,
         Err(error) => {
             scu.abort().await;
             return Err(error);
         }
     };
-    let comment = if destination_lost {
+    let comment = if let Some(error) = destination_error {
+        telemetry::retrieve::destination_failed(&remote.ae_title, &error);
         scu.abort().await;
         Some(format!("the association with {} failed", remote.ae_title))
     } else {
@@ -101,15 +100,15 @@ async fn open_destination(
 }
 
 /// Runs the sub-operations in order, a Pending response after each. Returns
-/// whether a C-CANCEL-RQ stopped them and whether the destination association
-/// failed (the instances not yet sent then count as failed).
+/// whether a C-CANCEL-RQ stopped them, and the error of the destination
+/// association if it failed (the instances not yet sent then count as failed).
 async fn send_all(
     session: &mut Session,
     request: &PendingRequest,
     scu: &mut StoreScu,
     instances: &[RetrieveInstance],
     progress: &mut Progress,
-) -> Result<(bool, bool), AssociationError> {
+) -> Result<(bool, Option<ScuError>), AssociationError> {
     let message_id = request.command.message_id.unwrap_or(0);
     let originator_ae_title = session.calling_ae_title.clone();
     let mut cancelled = false;
@@ -122,20 +121,17 @@ async fn send_all(
         let originator = (originator_ae_title.as_str(), message_id);
         let result = match store_one(session, scu, instance, originator, &mut cancelled).await? {
             Ok(result) => result,
-            Err(_) => {
+            Err(error) => {
                 progress.record(SubOperationResult::Failed, &instance.sop_instance_uid);
-                for lost in &instances[index + 1..] {
-                    shared::fail_unsent(KIND, &lost.sop_instance_uid, "the association with the destination failed");
-                    progress.record(SubOperationResult::Failed, &lost.sop_instance_uid);
-                }
-                return Ok((cancelled, true));
+                fail_without_destination(progress, &instances[index + 1..]);
+                return Ok((cancelled, Some(error)));
             }
         };
         progress.record(result, &instance.sop_instance_uid);
         let counts = progress.pending_counts();
         shared::send_response(session, request, status::PENDING, counts, &[], None).await?;
     }
-    Ok((cancelled, false))
+    Ok((cancelled, None))
 }
 
 /// Runs one C-STORE sub-operation on the destination association while
@@ -180,4 +176,14 @@ async fn store_one(
         }
     };
     Ok(Ok(shared::sub_operation_done(KIND, uid, store_status, bytes)))
+}
+
+/// Counts `instances` as failed sub-operations that were never sent because
+/// there is no destination association. The destination error is logged once
+/// by the caller instead of once per instance.
+fn fail_without_destination(progress: &mut Progress, instances: &[RetrieveInstance]) {
+    for instance in instances {
+        progress.record(SubOperationResult::Failed, &instance.sop_instance_uid);
+        telemetry::retrieve::sub_operation_finished(KIND, SubOperationResult::Failed, false, 0);
+    }
 }
