@@ -280,6 +280,18 @@ def test_get_unaccepted_syntax_fails_instance(archive):
     assert result.statuses.count(PENDING) == 3, "one Pending response per sub-operation"
 
 
+def test_get_small_pdu_byte_exact(archive):
+    """A 4096-byte maximum PDU splits each CT data set into many PDVs."""
+    ct = archive.ct_study
+    result = c_get(archive.port, _identifier("STUDY", StudyInstanceUID=_study_uid(ct)),
+                   [(ct[0].sop_class, [corpus.EXPLICIT_LE])], max_pdu=4096)
+    assert result.final_status == SUCCESS, hex(result.final_status)
+    stored = archive.stored()
+    for instance in ct:
+        _, data = result.received[instance.sop_instance]
+        assert data == dicomdata.dataset_bytes(stored[instance.sop_instance]), instance.sop_instance
+
+
 def test_get_patient_level_patient_root(archive):
     result = c_get(archive.port, _identifier("PATIENT", PatientID="NECTAR-RETRIEVE-MIXED"),
                    [(archive.mixed_study[0].sop_class, [corpus.EXPLICIT_LE]),
