@@ -8,7 +8,7 @@ study of 12 instances goes through storescu. The mixed study of two Explicit VR
 and one Implicit VR Little Endian instance is sent byte for byte with pynetdicom.
 
 getscu 3.6.7 writes received data sets again with undefined-length sequences, so
-its files are compared with the stored records element by element; the pynetdicom
+its files are compared with the stored records element by element. The pynetdicom
 C-GET records the data set bytes as they arrive and compares them byte for byte.
 """
 
@@ -309,10 +309,10 @@ def test_get_series_and_image_levels(archive):
     assert by_series.final_status == SUCCESS
     assert set(by_series.received) == {i.sop_instance for i in ct}
 
-    wanted = [ct[3].sop_instance, ct[7].sop_instance]
-    by_image = c_get(archive.port, _identifier("IMAGE", SOPInstanceUID="\\".join(wanted)), storage)
+    requested = [ct[3].sop_instance, ct[7].sop_instance]
+    by_image = c_get(archive.port, _identifier("IMAGE", SOPInstanceUID="\\".join(requested)), storage)
     assert by_image.final_status == SUCCESS
-    assert sorted(by_image.received) == sorted(wanted)
+    assert sorted(by_image.received) == sorted(requested)
 
 
 @pytest.mark.parametrize("identifier", [
