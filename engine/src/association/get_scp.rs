@@ -31,8 +31,7 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         let result = store_one(session, instance, store_message_id, message_id, &mut cancelled).await?;
         progress.record(result, &instance.sop_instance_uid);
         let counts = progress.pending_counts();
-        let pending = nectar_codecs::command::status::PENDING;
-        shared::send_response(session, &request, pending, counts, &[], None).await?;
+        shared::send_response(session, &request, command::status::PENDING, counts, &[], None).await?;
     }
 
     let finished = Finished {
