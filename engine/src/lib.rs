@@ -9,6 +9,7 @@ pub mod location;
 pub mod manifest;
 pub mod profile;
 pub mod recovery;
+pub mod retrieve;
 pub mod server;
 pub mod shutdown;
 pub mod storage;

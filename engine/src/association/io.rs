@@ -2,6 +2,7 @@
 
 use std::io;
 
+use nectar_codecs::pdu;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -12,6 +13,11 @@ const READ_BUFFER_LEN: usize = 64 * 1024;
 /// A PDV payload at least this long is read straight into its destination,
 /// so large fragments cost no copy through the read buffer.
 const DIRECT_READ_MIN: usize = 16 * 1024;
+
+/// Data fragment size used when the peer announced no maximum PDU length (0):
+/// large enough that the per-PDU cost is negligible, small enough to keep
+/// every PDU a reasonable unit for the peer to buffer.
+const UNLIMITED_FRAGMENT_LEN: usize = 1024 * 1024;
 
 /// The socket of one association with a read buffer in front of it.
 pub struct Connection {
@@ -154,6 +160,53 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends `data` as P-DATA-TF PDUs of one PDV each, within `max_pdu_length`
+    /// (0 = unlimited, then 1 MiB fragments), the last one flagged as last.
+    ///
+    /// The PDU and PDV headers of each fragment go out in one vectored write
+    /// with the fragment, borrowed from `data` (for a retrieve, the memory-mapped
+    /// record), so the data is never copied into a buffer.
+    pub async fn send_pdata_borrowed(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        data: &[u8],
+        max_pdu_length: u32,
+    ) -> io::Result<()> {
+        let fragment_len = if max_pdu_length == 0 {
+            UNLIMITED_FRAGMENT_LEN
+        } else {
+            pdu::max_fragment_len(max_pdu_length)
+        };
+        let mut rest = data;
+        let mut header = Vec::with_capacity(pdu::PDU_HEADER_LEN + pdu::PDV_HEADER_LEN);
+        loop {
+            let (fragment, tail) = rest.split_at(rest.len().min(fragment_len));
+            header.clear();
+            pdu::encode_pdata_headers(&mut header, context_id, is_command, tail.is_empty(), fragment.len());
+            self.write_two(&header, fragment).await?;
+            if tail.is_empty() {
+                return Ok(());
+            }
+            rest = tail;
+        }
+    }
+
+    /// Writes `first` then `second` completely, with vectored writes.
+    async fn write_two(&mut self, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
+        while !first.is_empty() || !second.is_empty() {
+            let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
+            let written = self.stream.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_first = written.min(first.len());
+            first = &first[from_first..];
+            second = &second[written - from_first..];
+        }
+        Ok(())
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await
     }
@@ -162,5 +215,69 @@ impl Connection {
     pub async fn shutdown(&mut self) {
         // An error here means the peer is gone already, which is the goal.
         let _ = self.stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nectar_codecs::pdu;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::Connection;
+
+    /// Splits P-DATA-TF bytes into (context ID, message control header, data) per PDV.
+    fn parse_pdata(mut bytes: &[u8]) -> Vec<(u8, u8, Vec<u8>)> {
+        let mut pdvs = Vec::new();
+        while !bytes.is_empty() {
+            let header = pdu::parse_pdu_header(bytes).unwrap();
+            assert_eq!(header.pdu_type, pdu::pdu_type::P_DATA_TF);
+            let body = &bytes[pdu::PDU_HEADER_LEN..pdu::PDU_HEADER_LEN + header.length as usize];
+            let pdv = pdu::parse_pdv_header(body).unwrap().unwrap();
+            assert_eq!(pdv.data_len() + pdu::PDV_HEADER_LEN, body.len(), "one PDV per PDU");
+            let control = body[5];
+            pdvs.push((pdv.context_id, control, body[pdu::PDV_HEADER_LEN..].to_vec()));
+            bytes = &bytes[pdu::PDU_HEADER_LEN + header.length as usize..];
+        }
+        pdvs
+    }
+
+    async fn sent_bytes(data: &[u8], max_pdu_length: u32) -> Vec<u8> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut conn = Connection::new(server);
+        conn.send_pdata_borrowed(3, false, data, max_pdu_length).await.unwrap();
+        conn.shutdown().await;
+        drop(conn);
+        let mut received = Vec::new();
+        let mut client = client;
+        client.read_to_end(&mut received).await.unwrap();
+        received
+    }
+
+    #[tokio::test]
+    async fn borrowed_pdata_fragments_within_max() {
+        let data: Vec<u8> = (0..10u8).collect();
+        // A maximum PDU length of 10 leaves 4 data bytes per PDV after its 6-byte header.
+        let pdvs = parse_pdata(&sent_bytes(&data, 10).await);
+        let sizes: Vec<usize> = pdvs.iter().map(|(_, _, d)| d.len()).collect();
+        assert_eq!(sizes, [4, 4, 2]);
+        let controls: Vec<u8> = pdvs.iter().map(|(_, c, _)| *c).collect();
+        assert_eq!(controls, [0, 0, 2], "data set fragments, last bit on the final one");
+        assert!(pdvs.iter().all(|(id, _, _)| *id == 3));
+        let joined: Vec<u8> = pdvs.into_iter().flat_map(|(_, _, d)| d).collect();
+        assert_eq!(joined, data);
+    }
+
+    #[tokio::test]
+    async fn borrowed_pdata_unlimited_and_empty() {
+        let data = vec![7u8; 3 * 1024 * 1024 + 10];
+        let pdvs = parse_pdata(&sent_bytes(&data, 0).await);
+        let sizes: Vec<usize> = pdvs.iter().map(|(_, _, d)| d.len()).collect();
+        assert_eq!(sizes, [1 << 20, 1 << 20, 1 << 20, 10], "1 MiB fragments when the peer sets no maximum");
+
+        let empty = parse_pdata(&sent_bytes(&[], 16384).await);
+        assert_eq!(empty, [(3, 2, Vec::new())], "one empty last fragment");
     }
 }

@@ -11,8 +11,10 @@ mod find_scp;
 mod get_scp;
 mod io;
 mod move_scp;
+mod retrieve;
 mod session;
 mod store_scp;
+mod store_scu;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -26,6 +28,7 @@ use tokio::net::TcpStream;
 use tracing::{info_span, Instrument};
 
 use crate::manifest::Manifest;
+use crate::retrieve::RemoteAeTable;
 use crate::shutdown::ShutdownSignals;
 use crate::storage::Store;
 use crate::telemetry;
@@ -49,6 +52,8 @@ pub struct Services {
     pub manifest: Manifest,
     pub policy: AcceptorPolicy,
     pub limits: AssociationLimits,
+    /// C-MOVE destinations by AE title.
+    pub remote_aes: RemoteAeTable,
 }
 
 /// The identity of one association, carried into its span and its log lines.

@@ -2,6 +2,7 @@
 
 use std::fmt::Display;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -10,6 +11,7 @@ use super::DataDirArg;
 use crate::manifest::ManifestConfig;
 use crate::profile::cgroup::{self, CgroupLimits};
 use crate::profile::{self, Batching, LoadedProfile, Profile};
+use crate::retrieve::RemoteAeTable;
 use crate::server::{self, ServeConfig};
 use crate::storage::StoreConfig;
 
@@ -100,6 +102,16 @@ pub struct ServeArgs {
     /// Capacity of the queue in front of the manifest writer. Default: the profile's, else 4096.
     #[arg(long, env = "NECTAR_MANIFEST_QUEUE")]
     pub manifest_queue: Option<usize>,
+
+    /// C-MOVE destination as AE=host:port (repeatable; comma-separated in the environment). It
+    /// replaces an entry of the same AE title from --remote-ae-file.
+    #[arg(long = "remote-ae", env = "NECTAR_REMOTE_AE", value_delimiter = ',')]
+    pub remote_ae: Vec<String>,
+
+    /// File of C-MOVE destinations: one AE=host:port per line; blank lines and lines starting
+    /// with # are skipped.
+    #[arg(long, env = "NECTAR_REMOTE_AE_FILE")]
+    pub remote_ae_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub events: super::event_args::EventArgs,
@@ -283,6 +295,16 @@ pub fn run(args: ServeArgs) -> i32 {
         warn_profile_limits(&loaded.profile, &limits, usable_cores);
     }
 
+    let remote_aes = match RemoteAeTable::load(args.remote_ae_file.as_deref(), &args.remote_ae) {
+        Ok(table) => table,
+        Err(error) => {
+            tracing::error!(%error, "nectar serve failed");
+            eprintln!("nectar serve: {error}");
+            return 2;
+        }
+    };
+    tracing::info!(remote_aes = remote_aes.len(), "C-MOVE destinations loaded");
+
     let available_cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (sizing, overrides) = resolve_sizing(&args, loaded.as_ref().map(|l| &l.profile), available_cores);
     for o in &overrides {
@@ -323,6 +345,7 @@ pub fn run(args: ServeArgs) -> i32 {
         artim_timeout: Duration::from_secs(args.artim_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        remote_aes,
         store: StoreConfig {
             segment_size: sizing.segment_size_mib * 1024 * 1024,
             commit_queue: sizing.commit.queue,
@@ -361,6 +384,14 @@ mod tests {
     fn small() -> Profile {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../capacity-profiles/small.yaml");
         Profile::from_yaml(&std::fs::read_to_string(&path).unwrap(), &path).unwrap()
+    }
+
+    #[test]
+    fn remote_ae_flags_repeat() {
+        let parsed = args(&["--remote-ae", "A=127.0.0.1:104", "--remote-ae", "B=localhost:11112"]);
+        assert_eq!(parsed.remote_ae, ["A=127.0.0.1:104", "B=localhost:11112"]);
+        let table = RemoteAeTable::load(None, &parsed.remote_ae).unwrap();
+        assert_eq!(table.get("B").unwrap().port, 11112);
     }
 
     #[test]

@@ -85,6 +85,7 @@ mod delete;
 mod event_api;
 pub(crate) mod outbox;
 mod query;
+mod retrieve;
 mod record;
 pub mod schema;
 mod writer;
@@ -108,6 +109,7 @@ pub use record::{InstanceRecord, ManifestCounts, ReplacedInstance, StudySummary}
 pub use delete::DeleteScope;
 pub use outbox::ChangeKind;
 pub use writer::StudyTouch;
+pub use retrieve::{RetrieveInstance, RetrieveLevel};
 use writer::{Ack, EventSink, Msg, Writer};
 
 /// Sizing of the writer's queue and transactions.

@@ -14,6 +14,7 @@ use nectar_codecs::negotiation::AcceptorPolicy;
 use tokio::sync::{watch, Semaphore};
 
 use crate::association::{AssociationLimits, Services};
+use crate::retrieve::RemoteAeTable;
 use crate::http::{self, HttpState};
 use crate::events::nats::{self, NatsConfig};
 use crate::events::sse::EventStream;
@@ -48,6 +49,8 @@ pub struct ServeConfig {
     pub artim_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// C-MOVE destinations by AE title.
+    pub remote_aes: RemoteAeTable,
     /// Segment size and committer batching.
     pub store: StoreConfig,
     /// Manifest writer queue and batching.
@@ -114,6 +117,7 @@ pub fn serve(config: ServeConfig) -> Result<(), ServeError> {
             idle_timeout: config.idle_timeout,
             max_pdu_length: config.max_pdu_length,
         },
+        remote_aes: config.remote_aes.clone(),
     });
 
     let system = actix_rt::System::new();

@@ -11,6 +11,8 @@ use nectar_codecs::negotiation::RejectReason;
 
 use crate::association::AssociationError;
 
+pub mod retrieve;
+
 pub fn association_opened() {
     counter!("nectar_associations_total").increment(1);
     gauge!("nectar_associations_active").increment(1.0);
