@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod location;
 pub mod manifest;
 pub mod profile;
+pub mod query;
 pub mod recovery;
 pub mod server;
 pub mod shutdown;
