@@ -41,14 +41,10 @@ fn parse_level(identifier: &InMemDicomObject, model: Model) -> Result<Level, Que
     };
     let value = element.to_str().map(|text| text.trim().to_owned()).unwrap_or_default();
     let Some(level) = Level::from_keyword(&value) else {
-        return Err(QueryError::invalid_identifier(format!(
-            "QueryRetrieveLevel (0008,0052) {value:?} is not PATIENT, STUDY, SERIES or IMAGE"
-        )));
+        return Err(QueryError::invalid_identifier("QueryRetrieveLevel must be PATIENT, STUDY, SERIES or IMAGE"));
     };
     if model == Model::StudyRoot && level == Level::Patient {
-        return Err(QueryError::invalid_identifier(
-            "the Study Root model has no PATIENT level: use STUDY, SERIES or IMAGE",
-        ));
+        return Err(QueryError::invalid_identifier("Study Root has no PATIENT level"));
     }
     Ok(level)
 }
@@ -80,10 +76,7 @@ fn parse_sequence_key(items: &[InMemDicomObject]) -> Result<Matcher, QueryError>
     match items {
         [] => Ok(Matcher::Sequence(Vec::new())),
         [item] => Ok(Matcher::Sequence(parse_keys(item)?)),
-        _ => Err(QueryError::invalid_identifier(format!(
-            "a sequence key has {} items; a query sequence has at most one",
-            items.len()
-        ))),
+        _ => Err(QueryError::invalid_identifier(format!("sequence key with {} items, at most 1 allowed", items.len()))),
     }
 }
 
@@ -115,12 +108,10 @@ fn check_hierarchy(keys: &[Key], model: Model, level: Level) -> Result<(), Query
         };
         if !accepted {
             let (group, element) = (unique.tag.0, unique.tag.1);
+            let form = if unique.vr == VR::UI { "single value or UID list" } else { "single value" };
             return Err(QueryError::invalid_identifier(format!(
-                "a {} level query needs the unique key ({group:04X},{element:04X}) of the {} level \
-                 as a single value{}",
+                "{} level needs ({group:04X},{element:04X}) as {form}",
                 level.keyword(),
-                above.keyword(),
-                if unique.vr == VR::UI { " or a list of UIDs" } else { "" },
             )));
         }
     }

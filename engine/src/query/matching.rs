@@ -44,6 +44,7 @@ pub fn parse_matcher(vr: VR, raw: &str) -> Result<Matcher, String> {
         return Ok(Matcher::Universal);
     }
     match vr {
+        VR::UI if has_wildcard(value) => Err("UID key takes no wildcard".to_owned()),
         VR::UI => Ok(parse_uid_list(value)),
         VR::DA | VR::TM | VR::DT => parse_range_or_single(vr, value),
         _ if allows_wildcard(vr) && has_wildcard(value) => {
@@ -122,7 +123,7 @@ fn parse_uid_list(value: &str) -> Matcher {
 /// range, because the hyphen is taken as the range separator.
 fn parse_range_or_single(vr: VR, value: &str) -> Result<Matcher, String> {
     if value.contains(['*', '?']) {
-        return Err(format!("wildcard in {vr:?} key {value:?}: dates and times take ranges, not wildcards"));
+        return Err(format!("{vr:?} key takes a range, not a wildcard"));
     }
     if value.contains('\\') {
         return Ok(Matcher::List(split_values(value)));
@@ -133,10 +134,10 @@ fn parse_range_or_single(vr: VR, value: &str) -> Result<Matcher, String> {
     let lower = lower.trim();
     let upper = upper.trim();
     if upper.contains('-') {
-        return Err(format!("{vr:?} range {value:?} has more than one hyphen"));
+        return Err(format!("{vr:?} range with more than one hyphen"));
     }
     if lower.is_empty() && upper.is_empty() {
-        return Err(format!("{vr:?} range {value:?} has neither a lower nor an upper bound"));
+        return Err(format!("{vr:?} range without a bound"));
     }
     Ok(Matcher::Range {
         lower: (!lower.is_empty()).then(|| lower.to_owned()),
@@ -283,7 +284,8 @@ mod tests {
     #[test]
     fn wildcard_in_uid_or_date_is_not_a_pattern() {
         assert!(parse_matcher(VR::DA, "2000*").is_err());
-        assert_eq!(parse_matcher(VR::UI, "1.2.*").unwrap(), Matcher::Single("1.2.*".into()));
+        assert!(parse_matcher(VR::UI, "1.2.*").is_err());
+        assert!(parse_matcher(VR::UI, "1.?").is_err());
     }
 
     #[test]
