@@ -617,3 +617,60 @@ def test_orthanc_same_studies_and_series(loaded, orthanc_loaded):
     missing_series = {uid for uid, items in loaded.corpus.series().items()
                       if all(_text(ds, "SOPInstanceUID") in missing for ds in items)}
     assert set(ours.values("SeriesInstanceUID")) - missing_series == set(theirs.values("SeriesInstanceUID"))
+
+
+# ----------------------------------------------------------------- character sets
+
+CHARSET_PATIENTS = [
+    ("ISO_IR 100", "Müller^Jérôme", "CHARSET0"),
+    ("ISO_IR 192", "Παπαδόπουλος^Γιάννης", "CHARSET1"),
+    (None, "Smith^Anna", "CHARSET2"),
+]
+
+
+def _charset_query(character_set: str | None, **values) -> Dataset:
+    ds = Dataset()
+    if character_set:
+        ds.SpecificCharacterSet = character_set
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = ""
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_specific_character_set(nectar, tmp_path):
+    """Key values are decoded with the request's character set and compared in
+    UTF-8; responses with non-ASCII values are ISO_IR 192."""
+    from pydicom.uid import generate_uid
+
+    def tweak(ds, i):
+        character_set, name, patient_id = CHARSET_PATIENTS[i]
+        if character_set:
+            ds.SpecificCharacterSet = character_set
+        ds.PatientName = name
+        ds.PatientID = patient_id
+        ds.StudyInstanceUID = generate_uid(dicomdata.ROOT_UID)
+        ds.SeriesInstanceUID = generate_uid(dicomdata.ROOT_UID)
+
+    instances = dicomdata.make_instances(tmp_path / "in", len(CHARSET_PATIENTS), template=None, tweak=tweak)
+    statuses = dicomdata.send_all(nectar.dimse_port, instances)
+    assert set(statuses.values()) == {0x0000}
+    port = nectar.dimse_port
+
+    latin1 = findscu(port, "-S", [], query=_charset_query("ISO_IR 100", PatientName="MÜLLER*"))
+    assert latin1.status == "Success", latin1.output[-2000:]
+    assert latin1.values("PatientName") == ["Müller^Jérôme"]
+    assert latin1.values("SpecificCharacterSet") == ["ISO_IR 192"]
+
+    greek = findscu(port, "-S", [], query=_charset_query("ISO_IR 192", PatientName="παπαδόπουλος*"))
+    assert greek.values("PatientName") == ["Παπαδόπουλος^Γιάννης"]
+    assert greek.values("SpecificCharacterSet") == ["ISO_IR 192"]
+
+    ascii_latin1 = findscu(port, "-S", [], query=_charset_query("ISO_IR 100", PatientID="CHARSET2", PatientName=""))
+    assert ascii_latin1.values("PatientName") == ["Smith^Anna"]
+    assert ascii_latin1.values("SpecificCharacterSet") == ["ISO_IR 100"]
+
+    plain = findscu(port, "-S", [], query=_charset_query(None, PatientID="CHARSET2", PatientName=""))
+    assert plain.values("PatientName") == ["Smith^Anna"]
+    assert "SpecificCharacterSet" not in plain.identifiers[0]
