@@ -230,7 +230,8 @@ def _pn_match(pattern: str, value: str) -> bool:
 def test_study_root_study_level_all(loaded):
     result = findscu(loaded.nectar.dimse_port, "-S",
                      ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName", "ModalitiesInStudy",
-                      "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "StudyDescription"])
+                      "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "StudyDescription",
+                      "RetrieveAETitle"])
     assert result.status == "Success", result.output[-2000:]
     studies = loaded.corpus.studies()
     got = result.values("StudyInstanceUID")
@@ -244,6 +245,7 @@ def test_study_root_study_level_all(loaded):
         modalities = {_text(i, "Modality") for i in instances} - {""}
         assert set(_text(ds, "ModalitiesInStudy").split("\\")) - {""} == modalities, uid
         assert "StudyDescription" in ds, "a requested key must be present, even when empty"
+        assert _text(ds, "RetrieveAETitle") == loaded.nectar.ae_title
 
 
 def test_patient_root_patient_level(loaded):

@@ -23,7 +23,7 @@ use crate::telemetry;
 /// Matches buffered between the query thread and the association.
 const RESULT_QUEUE: usize = 32;
 
-/// Answers one C-FIND-RQ with its responses, up to the final one.
+/// Responds to one C-FIND-RQ with its Pending responses and the final one.
 pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Result<(), AssociationError> {
     let started = Instant::now();
     let call = Call {
@@ -33,7 +33,7 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         transfer_syntax_uid: request.context.transfer_syntax.clone(),
     };
     let query = match parse_request(&request) {
-        Ok(query) => query,
+        Ok(query) => Query { retrieve_ae_title: Some(session.services.policy.ae_title.clone()), ..query },
         Err(error) => {
             telemetry::find::query_failed("unknown", error.status, &error.comment, started.elapsed());
             return call.send_final(session, error.status, Some(error.comment)).await;
@@ -43,12 +43,20 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
     let services = session.services.clone();
     let open = move || {
         // Instances acknowledged before the query are visible to it.
-        services.manifest.flush().map_err(|error| QueryError::unable_to_process(format!("manifest flush failed: {error}")))?;
-        services.manifest.read_connection().map_err(|error| QueryError::unable_to_process(format!("manifest unavailable: {error}")))
+        services
+            .manifest
+            .flush()
+            .map_err(|error| QueryError::unable_to_process(format!("manifest flush failed: {error}")))?;
+        services
+            .manifest
+            .read_connection()
+            .map_err(|error| QueryError::unable_to_process(format!("manifest unavailable: {error}")))
     };
     let character_set = query.specific_character_set.clone();
     let mut matches = runner::spawn(query, session.services.store.clone(), open, RESULT_QUEUE);
 
+    // NOTE: this loop does not watch the server's shutdown signals, so the
+    // shutdown deadline aborts the association only after the query has ended.
     let mut sent: u64 = 0;
     let final_status = loop {
         tokio::select! {
@@ -93,13 +101,15 @@ fn parse_request(request: &PendingRequest) -> Result<Query, QueryError> {
     };
     let transfer_syntax = TransferSyntaxRegistry
         .get(&request.context.transfer_syntax)
-        .ok_or_else(|| QueryError::unable_to_process(format!("unknown transfer syntax {}", request.context.transfer_syntax)))?;
+        .ok_or_else(|| {
+            QueryError::unable_to_process(format!("unknown transfer syntax {}", request.context.transfer_syntax))
+        })?;
     let object = InMemDicomObject::read_dataset_with_ts(request.identifier.as_slice(), transfer_syntax)
         .map_err(|error| QueryError::invalid_identifier(format!("the identifier cannot be decoded: {error}")))?;
     identifier::parse(&object, model)
 }
 
-/// The request being answered.
+/// The C-FIND-RQ in progress.
 struct Call {
     context_id: u8,
     message_id: u16,
@@ -144,7 +154,9 @@ impl Call {
         let mut data = Vec::new();
         if let Err(error) = object.write_dataset_with_ts(&mut data, transfer_syntax) {
             // A value that cannot be encoded is a bug here, not the peer's fault.
-            return Err(AssociationError::Io(std::io::Error::other(format!("C-FIND response encoding failed: {error}"))));
+            return Err(AssociationError::Io(std::io::Error::other(format!(
+                "C-FIND response encoding failed: {error}"
+            ))));
         }
         let response = command::c_find_rsp(self.message_id, &self.sop_class_uid, status::PENDING, true);
         let encoded = command::encode_command(&response);
@@ -156,7 +168,12 @@ impl Call {
     }
 
     /// Sends the final response: Success, Cancel or a failure with its Error Comment.
-    async fn send_final(&self, session: &mut Session, status: u16, comment: Option<String>) -> Result<(), AssociationError> {
+    async fn send_final(
+        &self,
+        session: &mut Session,
+        status: u16,
+        comment: Option<String>,
+    ) -> Result<(), AssociationError> {
         let mut response: Command = command::c_find_rsp(self.message_id, &self.sop_class_uid, status, false);
         response.error_comment = comment.map(|comment| truncate_comment(&comment));
         session.send_command(self.context_id, &response).await

@@ -1,4 +1,4 @@
-//! The attributes a query knows by level, and where each value comes from
+//! The attributes with a fixed Query/Retrieve level, and the source of each value
 //! (PS3.4 section C.6.1.1 and C.6.2.1 key tables, PS3.18 table 6.7.1-2).
 //!
 //! Column expressions use the table aliases of [`super::sql`]: `p` patients,
@@ -9,12 +9,15 @@ use dicom_dictionary_std::tags;
 
 use super::Level;
 
-/// Where the value of an attribute comes from.
+/// The source of an attribute's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// An SQL expression on the manifest. `single_valued` expressions can be
     /// compared with `=` and `IN` in SQL.
-    Column { expression: &'static str, single_valued: bool },
+    Column {
+        expression: &'static str,
+        single_valued: bool,
+    },
     /// The stored data set of a representative instance.
     Stored,
     /// The same value for every entity.
@@ -31,15 +34,36 @@ pub struct Attribute {
 }
 
 const fn column(tag: Tag, vr: VR, level: Level, expression: &'static str) -> Attribute {
-    Attribute { tag, vr, level, source: Source::Column { expression, single_valued: true } }
+    Attribute {
+        tag,
+        vr,
+        level,
+        source: Source::Column {
+            expression,
+            single_valued: true,
+        },
+    }
 }
 
 const fn multi_valued(tag: Tag, vr: VR, level: Level, expression: &'static str) -> Attribute {
-    Attribute { tag, vr, level, source: Source::Column { expression, single_valued: false } }
+    Attribute {
+        tag,
+        vr,
+        level,
+        source: Source::Column {
+            expression,
+            single_valued: false,
+        },
+    }
 }
 
 const fn stored(tag: Tag, vr: VR, level: Level) -> Attribute {
-    Attribute { tag, vr, level, source: Source::Stored }
+    Attribute {
+        tag,
+        vr,
+        level,
+        source: Source::Stored,
+    }
 }
 
 use Level::{Image, Patient, Series, Study};
@@ -81,10 +105,20 @@ pub const ATTRIBUTES: &[Attribute] = &[
     column(tags::STUDY_DATE, VR::DA, Study, "st.study_date"),
     column(tags::STUDY_TIME, VR::TM, Study, "st.study_time"),
     column(tags::ACCESSION_NUMBER, VR::SH, Study, "st.accession_number"),
-    column(tags::REFERRING_PHYSICIAN_NAME, VR::PN, Study, "st.referring_physician_name"),
+    column(
+        tags::REFERRING_PHYSICIAN_NAME,
+        VR::PN,
+        Study,
+        "st.referring_physician_name",
+    ),
     column(tags::STUDY_ID, VR::SH, Study, "st.study_id"),
     column(tags::STUDY_DESCRIPTION, VR::LO, Study, "st.study_description"),
-    column(tags::TIMEZONE_OFFSET_FROM_UTC, VR::SH, Study, "st.timezone_offset_from_utc"),
+    column(
+        tags::TIMEZONE_OFFSET_FROM_UTC,
+        VR::SH,
+        Study,
+        "st.timezone_offset_from_utc",
+    ),
     multi_valued(
         tags::MODALITIES_IN_STUDY,
         VR::CS,
@@ -123,8 +157,18 @@ pub const ATTRIBUTES: &[Attribute] = &[
     column(tags::SERIES_DESCRIPTION, VR::LO, Series, "se.series_description"),
     column(tags::SERIES_DATE, VR::DA, Series, "se.series_date"),
     column(tags::SERIES_TIME, VR::TM, Series, "se.series_time"),
-    column(tags::PERFORMED_PROCEDURE_STEP_START_DATE, VR::DA, Series, "se.performed_procedure_step_start_date"),
-    column(tags::PERFORMED_PROCEDURE_STEP_START_TIME, VR::TM, Series, "se.performed_procedure_step_start_time"),
+    column(
+        tags::PERFORMED_PROCEDURE_STEP_START_DATE,
+        VR::DA,
+        Series,
+        "se.performed_procedure_step_start_date",
+    ),
+    column(
+        tags::PERFORMED_PROCEDURE_STEP_START_TIME,
+        VR::TM,
+        Series,
+        "se.performed_procedure_step_start_time",
+    ),
     column(tags::INSTITUTION_NAME, VR::LO, Series, "se.institution_name"),
     column(
         tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
@@ -143,7 +187,12 @@ pub const ATTRIBUTES: &[Attribute] = &[
     column(tags::COLUMNS, VR::US, Image, "i.\"columns\""),
     column(tags::BITS_ALLOCATED, VR::US, Image, "i.bits_allocated"),
     column(tags::NUMBER_OF_FRAMES, VR::IS, Image, "i.number_of_frames"),
-    column(tags::AVAILABLE_TRANSFER_SYNTAX_UID, VR::UI, Image, "i.transfer_syntax_uid"),
+    column(
+        tags::AVAILABLE_TRANSFER_SYNTAX_UID,
+        VR::UI,
+        Image,
+        "i.transfer_syntax_uid",
+    ),
     stored(tags::CONTENT_DATE, VR::DA, Image),
     stored(tags::CONTENT_TIME, VR::TM, Image),
     stored(tags::IMAGE_TYPE, VR::CS, Image),
@@ -161,7 +210,7 @@ pub fn find(tag: Tag) -> Option<&'static Attribute> {
     ATTRIBUTES.iter().find(|attribute| attribute.tag == tag)
 }
 
-/// The unique key of a level (C.6.1.1.1, C.6.2.1.1).
+/// Returns the unique key of a level (C.6.1.1.1, C.6.2.1.1).
 pub fn unique_key(level: Level) -> Attribute {
     let tag = match level {
         Level::Patient => tags::PATIENT_ID,
@@ -172,7 +221,7 @@ pub fn unique_key(level: Level) -> Attribute {
     *find(tag).expect("every unique key is in the table")
 }
 
-/// The level of `tag`, or `None` for an attribute of no fixed level.
+/// Returns the level of `tag`, or `None` for an attribute of no fixed level.
 pub fn level_of(tag: Tag) -> Option<Level> {
     find(tag).map(|attribute| attribute.level)
 }

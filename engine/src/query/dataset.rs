@@ -1,4 +1,4 @@
-//! Matching and answering keys from the stored data set of a representative instance.
+//! Keys matched against, and values read from, the stored data set of a representative instance.
 
 use dicom_core::header::Header;
 use dicom_core::VR;
@@ -14,7 +14,9 @@ use crate::Location;
 
 /// Reads the record at `location` (a Part 10 file) up to Pixel Data.
 pub(super) fn read_stored(store: &Store, location: Location) -> Result<InMemDicomObject, String> {
-    let record = store.read(location).map_err(|error| format!("store read failed: {error}"))?;
+    let record = store
+        .read(location)
+        .map_err(|error| format!("store read failed: {error}"))?;
     let file = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .read_until(tags::PIXEL_DATA)
@@ -53,7 +55,13 @@ fn match_sequence(item_keys: &[Key], element: Option<&InMemElement>) -> Option<R
     for item in items {
         let values: Option<Vec<ResultAttribute>> = item_keys
             .iter()
-            .map(|key| match_key(key, Some(item)).map(|value| ResultAttribute { tag: key.tag, vr: key.vr, value }))
+            .map(|key| {
+                match_key(key, Some(item)).map(|value| ResultAttribute {
+                    tag: key.tag,
+                    vr: key.vr,
+                    value,
+                })
+            })
             .collect();
         if let Some(values) = values {
             matched.push(values);
@@ -83,17 +91,22 @@ fn whole_item(item: &InMemDicomObject) -> Vec<ResultAttribute> {
             let value = if vr == VR::SQ {
                 ResultValue::Items(element.items().unwrap_or(&[]).iter().map(whole_item).collect())
             } else {
-                element_text(element).filter(|text| !text.is_empty()).map_or(ResultValue::Empty, ResultValue::Text)
+                element_text(element)
+                    .filter(|text| !text.is_empty())
+                    .map_or(ResultValue::Empty, ResultValue::Text)
             };
             ResultAttribute { tag, vr, value }
         })
         .collect()
 }
 
-/// The value of a non-sequence element as text; binary VRs have none.
+/// Returns the value of a non-sequence element as text, or `None` for binary VRs.
 fn element_text(element: &InMemElement) -> Option<String> {
     match element.vr() {
         VR::SQ | VR::OB | VR::OW | VR::OL | VR::OV | VR::OF | VR::OD | VR::UN | VR::AT => None,
-        _ => element.to_str().ok().map(|text| text.trim_matches([' ', '\0']).to_owned()),
+        _ => element
+            .to_str()
+            .ok()
+            .map(|text| text.trim_matches([' ', '\0']).to_owned()),
     }
 }

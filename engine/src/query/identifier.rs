@@ -16,9 +16,10 @@ use super::{Key, Level, Matcher, Model, Query, QueryError, ResultAttribute, Resu
 /// Builds the query of a C-FIND identifier under information model `model`.
 ///
 /// Fails with 0xA900 and an Error Comment when QueryRetrieveLevel is missing
-/// or invalid, when the level does not exist in the model, when a key value
-/// is invalid for its VR, or when a unique key of a level above the query
-/// level is not a single value or a UID list (hierarchical search, C.4.1.3.1.1).
+/// or invalid, when the level does not exist in the model, or when a key value
+/// is invalid for its VR. It fails the same way when a unique key of a level
+/// above the query level is not a single value or a UID list, as hierarchical
+/// search requires (C.4.1.3.1.1).
 pub fn parse(identifier: &InMemDicomObject, model: Model) -> Result<Query, QueryError> {
     let level = parse_level(identifier, model)?;
     let specific_character_set = identifier
@@ -32,16 +33,28 @@ pub fn parse(identifier: &InMemDicomObject, model: Model) -> Result<Query, Query
     add_unique_keys(&mut keys, model, level);
     keys.sort_by_key(|key| key.tag);
 
-    Ok(Query { model, level, keys, offset: 0, limit: None, specific_character_set })
+    Ok(Query {
+        model,
+        level,
+        keys,
+        offset: 0,
+        limit: None,
+        specific_character_set,
+        retrieve_ae_title: None,
+    })
 }
 
 fn parse_level(identifier: &InMemDicomObject, model: Model) -> Result<Level, QueryError> {
     let Some(element) = identifier.get(tags::QUERY_RETRIEVE_LEVEL) else {
-        return Err(QueryError::invalid_identifier("QueryRetrieveLevel (0008,0052) is missing"));
+        return Err(QueryError::invalid_identifier(
+            "QueryRetrieveLevel (0008,0052) is missing",
+        ));
     };
     let value = element.to_str().map(|text| text.trim().to_owned()).unwrap_or_default();
     let Some(level) = Level::from_keyword(&value) else {
-        return Err(QueryError::invalid_identifier("QueryRetrieveLevel must be PATIENT, STUDY, SERIES or IMAGE"));
+        return Err(QueryError::invalid_identifier(
+            "QueryRetrieveLevel must be PATIENT, STUDY, SERIES or IMAGE",
+        ));
     };
     if model == Model::StudyRoot && level == Level::Patient {
         return Err(QueryError::invalid_identifier("Study Root has no PATIENT level"));
@@ -71,12 +84,15 @@ fn parse_keys(object: &InMemDicomObject) -> Result<Vec<Key>, QueryError> {
     Ok(keys)
 }
 
-/// A sequence key has at most one item (C.2.2.2.6); an empty sequence or item is universal.
+/// Parses a sequence key. It has at most one item (C.2.2.2.6), and an empty sequence or item is universal.
 fn parse_sequence_key(items: &[InMemDicomObject]) -> Result<Matcher, QueryError> {
     match items {
         [] => Ok(Matcher::Sequence(Vec::new())),
         [item] => Ok(Matcher::Sequence(parse_keys(item)?)),
-        _ => Err(QueryError::invalid_identifier(format!("sequence key with {} items, at most 1 allowed", items.len()))),
+        _ => Err(QueryError::invalid_identifier(format!(
+            "sequence key with {} items, at most 1 allowed",
+            items.len()
+        ))),
     }
 }
 
@@ -85,7 +101,7 @@ fn is_not_a_key(tag: Tag) -> bool {
     tag.1 == 0x0000 || tag == tags::QUERY_RETRIEVE_LEVEL || tag == tags::SPECIFIC_CHARACTER_SET
 }
 
-/// The levels from the root of `model` down to `level`, `level` excluded.
+/// Lists the levels from the root of `model` down to `level`, `level` excluded.
 pub fn levels_above(model: Model, level: Level) -> Vec<Level> {
     let root = match model {
         Model::PatientRoot => Level::Patient,
@@ -108,7 +124,11 @@ fn check_hierarchy(keys: &[Key], model: Model, level: Level) -> Result<(), Query
         };
         if !accepted {
             let (group, element) = (unique.tag.0, unique.tag.1);
-            let form = if unique.vr == VR::UI { "single value or UID list" } else { "single value" };
+            let form = if unique.vr == VR::UI {
+                "single value or UID list"
+            } else {
+                "single value"
+            };
             return Err(QueryError::invalid_identifier(format!(
                 "{} level needs ({group:04X},{element:04X}) as {form}",
                 level.keyword(),
@@ -125,7 +145,11 @@ fn add_unique_keys(keys: &mut Vec<Key>, model: Model, level: Level) {
     for l in levels {
         let unique = attributes::unique_key(l);
         if !keys.iter().any(|key| key.tag == unique.tag) {
-            keys.push(Key { tag: unique.tag, vr: unique.vr, matcher: Matcher::Universal });
+            keys.push(Key {
+                tag: unique.tag,
+                vr: unique.vr,
+                matcher: Matcher::Universal,
+            });
         }
     }
 }
@@ -137,9 +161,17 @@ fn add_unique_keys(keys: &mut Vec<Key>, model: Model, level: Level) {
 /// request had none.
 pub fn to_identifier(row: &ResultRow, request_character_set: Option<&str>) -> InMemDicomObject {
     let mut object = attributes_to_object(&row.attributes);
-    let character_set = if row.has_non_ascii() { Some("ISO_IR 192") } else { request_character_set };
+    let character_set = if row.has_non_ascii() {
+        Some("ISO_IR 192")
+    } else {
+        request_character_set
+    };
     if let Some(character_set) = character_set {
-        object.put(DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from(character_set)));
+        object.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from(character_set),
+        ));
     }
     object
 }
@@ -188,7 +220,11 @@ mod tests {
     fn identifier(level: Option<&str>, elements: &[(Tag, VR, &str)]) -> InMemDicomObject {
         let mut object = InMemDicomObject::new_empty();
         if let Some(level) = level {
-            object.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(level)));
+            object.put(DataElement::new(
+                tags::QUERY_RETRIEVE_LEVEL,
+                VR::CS,
+                PrimitiveValue::from(level),
+            ));
         }
         for (tag, vr, value) in elements {
             object.put(DataElement::new(*tag, *vr, PrimitiveValue::from(*value)));
@@ -239,9 +275,26 @@ mod tests {
 
     #[test]
     fn unique_keys_are_added_as_return_keys() {
-        let query = parse(&identifier(Some("IMAGE"), &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2"), (tags::SERIES_INSTANCE_UID, VR::UI, "1.3")]), Model::StudyRoot).unwrap();
+        let query = parse(
+            &identifier(
+                Some("IMAGE"),
+                &[
+                    (tags::STUDY_INSTANCE_UID, VR::UI, "1.2"),
+                    (tags::SERIES_INSTANCE_UID, VR::UI, "1.3"),
+                ],
+            ),
+            Model::StudyRoot,
+        )
+        .unwrap();
         let tags: Vec<Tag> = query.keys.iter().map(|key| key.tag).collect();
-        assert_eq!(tags, vec![tags::SOP_INSTANCE_UID, tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID]);
+        assert_eq!(
+            tags,
+            vec![
+                tags::SOP_INSTANCE_UID,
+                tags::STUDY_INSTANCE_UID,
+                tags::SERIES_INSTANCE_UID
+            ]
+        );
     }
 
     #[test]
@@ -253,14 +306,32 @@ mod tests {
     #[test]
     fn non_ascii_response_is_utf8() {
         let row = ResultRow {
-            attributes: vec![ResultAttribute { tag: tags::PATIENT_NAME, vr: VR::PN, value: ResultValue::Text("Müller".into()) }],
+            attributes: vec![ResultAttribute {
+                tag: tags::PATIENT_NAME,
+                vr: VR::PN,
+                value: ResultValue::Text("Müller".into()),
+            }],
         };
         let object = to_identifier(&row, Some("ISO_IR 100"));
-        assert_eq!(object.get(tags::SPECIFIC_CHARACTER_SET).unwrap().to_str().unwrap(), "ISO_IR 192");
+        assert_eq!(
+            object.get(tags::SPECIFIC_CHARACTER_SET).unwrap().to_str().unwrap(),
+            "ISO_IR 192"
+        );
         let ascii = ResultRow {
-            attributes: vec![ResultAttribute { tag: tags::PATIENT_NAME, vr: VR::PN, value: ResultValue::Text("Doe".into()) }],
+            attributes: vec![ResultAttribute {
+                tag: tags::PATIENT_NAME,
+                vr: VR::PN,
+                value: ResultValue::Text("Doe".into()),
+            }],
         };
-        assert_eq!(to_identifier(&ascii, Some("ISO_IR 100")).get(tags::SPECIFIC_CHARACTER_SET).unwrap().to_str().unwrap(), "ISO_IR 100");
+        assert_eq!(
+            to_identifier(&ascii, Some("ISO_IR 100"))
+                .get(tags::SPECIFIC_CHARACTER_SET)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "ISO_IR 100"
+        );
         assert!(to_identifier(&ascii, None).get(tags::SPECIFIC_CHARACTER_SET).is_none());
     }
 }

@@ -7,14 +7,14 @@
 //!
 //! Person Name (PN) values match case-insensitively: both sides are folded
 //! with Unicode lower-casing, and trailing empty name components (`^`) are
-//! ignored. PS3.4 C.2.2.2.1 allows this for PN, and Orthanc and dcm4chee match
+//! ignored. PS3.4 C.2.2.2.1 allows this for PN, and Orthanc 1.10.1 matches
 //! names the same way by default. Every other VR matches case-sensitively.
 
 use dicom_core::VR;
 
 use super::Key;
 
-/// How one key matches (PS3.4 section C.2.2.2).
+/// The matching rule of one key (PS3.4 section C.2.2.2).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Matcher {
     /// Zero-length key or a lone `*`: every entity matches (C.2.2.2.3).
@@ -27,7 +27,10 @@ pub enum Matcher {
     /// A pattern where `*` matches any run of characters and `?` one character (C.2.2.2.4).
     Wildcard(String),
     /// An inclusive date, time or datetime range, open at either end (C.2.2.2.5).
-    Range { lower: Option<String>, upper: Option<String> },
+    Range {
+        lower: Option<String>,
+        upper: Option<String>,
+    },
     /// Sequence matching (C.2.2.2.6): an item must match every key of the
     /// query item. No keys is universal matching.
     Sequence(Vec<Key>),
@@ -71,7 +74,11 @@ pub fn matches(vr: VR, matcher: &Matcher, stored: Option<&str>) -> bool {
     if stored.is_empty() {
         return false;
     }
-    let mut values: Vec<&str> = if splits_values(vr) { stored.split('\\').collect() } else { vec![stored] };
+    let mut values: Vec<&str> = if splits_values(vr) {
+        stored.split('\\').collect()
+    } else {
+        vec![stored]
+    };
     for value in &mut values {
         *value = value.trim_matches([' ', '\0']);
     }
@@ -87,7 +94,10 @@ pub fn matches(vr: VR, matcher: &Matcher, stored: Option<&str>) -> bool {
 
 /// Wildcards apply to the string VRs of C.2.2.2.4; dates, times, UIDs and numbers take none.
 pub fn allows_wildcard(vr: VR) -> bool {
-    matches!(vr, VR::AE | VR::CS | VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::UC | VR::UR | VR::UT)
+    matches!(
+        vr,
+        VR::AE | VR::CS | VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::UC | VR::UR | VR::UT
+    )
 }
 
 /// True for the VRs whose backslash separates values; LT, ST, UT and UR are single-valued text.
@@ -117,7 +127,7 @@ fn parse_uid_list(value: &str) -> Matcher {
     }
 }
 
-/// A range is `lower-upper`, `-upper` or `lower-` (C.2.2.2.5).
+/// Parses a range, `lower-upper`, `-upper` or `lower-` (C.2.2.2.5), or a single value.
 ///
 /// NOTE: a DT value with a negative UTC offset (`...-0500`) is read as a
 /// range, because the hyphen is taken as the range separator.
@@ -197,7 +207,7 @@ fn glob(pattern: &[char], value: &[char]) -> bool {
     pattern[p..].iter().all(|&c| c == '*')
 }
 
-/// Inclusive range test on text: the value is at least `lower`, and its first
+/// Tests an inclusive range on text: the value is at least `lower`, and its first
 /// `upper.len()` characters are at most `upper`. So a bound given with less
 /// precision covers the whole interval it names: `-0800` takes 08:00:59 too.
 /// The SQL side ([`super::sql`]) applies the same rule with `substr`.
@@ -282,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_in_uid_or_date_is_not_a_pattern() {
+    fn wildcard_rejected_in_uid_and_date() {
         assert!(parse_matcher(VR::DA, "2000*").is_err());
         assert!(parse_matcher(VR::UI, "1.2.*").is_err());
         assert!(parse_matcher(VR::UI, "1.?").is_err());

@@ -6,7 +6,7 @@
 //! [`runner`] executes it on a blocking thread and streams [`ResultRow`]s over a
 //! bounded channel: C-FIND writes each row as a data set, QIDO-RS as DICOM JSON.
 //!
-//! Attributes the manifest holds are matched in SQL ([`sql`]); every other key
+//! Attributes the manifest stores are matched in SQL ([`sql`]); every other key
 //! is matched and answered from the stored data set of one representative
 //! instance of each candidate entity. SQL and in-memory matching call the same
 //! functions in [`matching`], so both sides agree on every rule.
@@ -42,7 +42,7 @@ pub enum Level {
 }
 
 impl Level {
-    /// The value of QueryRetrieveLevel (0008,0052) for this level.
+    /// Returns the value of QueryRetrieveLevel (0008,0052) for this level.
     pub fn keyword(self) -> &'static str {
         match self {
             Level::Patient => "PATIENT",
@@ -63,7 +63,7 @@ impl Level {
         }
     }
 
-    /// A label for metrics and logs.
+    /// Returns the label of this level in metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
             Level::Patient => "patient",
@@ -76,7 +76,7 @@ impl Level {
 
 /// One key of a query: the attribute, its VR and how it matches.
 ///
-/// A key with [`Matcher::Universal`] only asks for the attribute to be returned.
+/// A key with [`Matcher::Universal`] only requests the attribute in each response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
     pub tag: Tag,
@@ -97,6 +97,8 @@ pub struct Query {
     pub limit: Option<usize>,
     /// Specific Character Set (0008,0005) of the request, if it had one.
     pub specific_character_set: Option<String>,
+    /// The value returned for Retrieve AE Title (0008,0054) when it is requested.
+    pub retrieve_ae_title: Option<String>,
 }
 
 /// The value of one returned attribute.
@@ -138,7 +140,7 @@ impl ResultRow {
     }
 }
 
-/// Why a query cannot run, with the DIMSE status and Error Comment (0000,0902) to send.
+/// The reason a query cannot run, with the DIMSE status and Error Comment (0000,0902) to send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{comment}")]
 pub struct QueryError {
@@ -149,11 +151,17 @@ pub struct QueryError {
 impl QueryError {
     /// Identifier Does Not Match SOP Class (0xA900).
     pub fn invalid_identifier(comment: impl Into<String>) -> QueryError {
-        QueryError { status: nectar_codecs::command::status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, comment: comment.into() }
+        QueryError {
+            status: nectar_codecs::command::status::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+            comment: comment.into(),
+        }
     }
 
     /// Unable to Process (0xC000 range).
     pub fn unable_to_process(comment: impl Into<String>) -> QueryError {
-        QueryError { status: nectar_codecs::command::status::CANNOT_UNDERSTAND, comment: comment.into() }
+        QueryError {
+            status: nectar_codecs::command::status::CANNOT_UNDERSTAND,
+            comment: comment.into(),
+        }
     }
 }

@@ -19,7 +19,7 @@ use super::{sql, Key, Query, QueryError, ResultAttribute, ResultRow, ResultValue
 use crate::storage::Store;
 use crate::Location;
 
-/// What the runner sends: a match, or the error that ended the query.
+/// An item of the runner's channel: a match, or the error that ended the query.
 pub type Message = Result<ResultRow, QueryError>;
 
 /// Starts `query` on a blocking thread of the tokio runtime. `open` returns
@@ -51,7 +51,9 @@ pub fn run(
     let stored_keys: Vec<&Key> = query.keys.iter().filter(|key| needs_stored(query, key)).collect();
 
     let mut prepared = conn.prepare(&statement.sql).map_err(manifest_error)?;
-    let mut rows = prepared.query(params_from_iter(statement.params.iter())).map_err(manifest_error)?;
+    let mut rows = prepared
+        .query(params_from_iter(statement.params.iter()))
+        .map_err(manifest_error)?;
     let mut skipped = 0;
     let mut emitted = 0;
     while let Some(row) = rows.next().map_err(manifest_error)? {
@@ -65,7 +67,11 @@ pub fn run(
         }];
         for (index, key) in statement.returned.iter().enumerate() {
             let value = column_value(row.get_ref(index + 2).map_err(manifest_error)?);
-            attributes.push(ResultAttribute { tag: key.tag, vr: known_vr(key), value });
+            attributes.push(ResultAttribute {
+                tag: key.tag,
+                vr: known_vr(key),
+                value,
+            });
         }
 
         if !stored_keys.is_empty() {
@@ -74,7 +80,11 @@ pub fn run(
             let mut matched = true;
             for key in &stored_keys {
                 match dataset::match_key(key, object.as_ref()) {
-                    Some(value) => attributes.push(ResultAttribute { tag: key.tag, vr: known_vr(key), value }),
+                    Some(value) => attributes.push(ResultAttribute {
+                        tag: key.tag,
+                        vr: known_vr(key),
+                        value,
+                    }),
                     None => {
                         matched = false;
                         break;
@@ -100,10 +110,11 @@ pub fn run(
     Ok(emitted)
 }
 
-/// Keys matched and answered from the stored data set: attributes of no
-/// fixed level, and those of the query level or above that the manifest does not hold.
+/// Tells whether `key` is matched and returned from the stored data set: true for
+/// attributes of no fixed level, and for those of the query level or above that
+/// the manifest does not store.
 fn needs_stored(query: &Query, key: &Key) -> bool {
-    if attributes::CONSTANTS.iter().any(|(tag, _, _)| *tag == key.tag) {
+    if key.tag == tags::RETRIEVE_AE_TITLE || attributes::CONSTANTS.iter().any(|(tag, _, _)| *tag == key.tag) {
         return false;
     }
     match attributes::find(key.tag) {
@@ -112,19 +123,30 @@ fn needs_stored(query: &Query, key: &Key) -> bool {
     }
 }
 
-/// Values that come neither from the manifest nor from a data set: constants,
-/// and attributes of levels below the query level, which come back empty.
+/// Values that come neither from the manifest nor from a data set: Retrieve AE
+/// Title, constants, and attributes of levels below the query level, which come back empty.
 fn add_fixed_values(query: &Query, attributes: &mut Vec<ResultAttribute>) {
     for key in &query.keys {
-        if let Some((_, vr, value)) = attributes::CONSTANTS.iter().find(|(tag, _, _)| *tag == key.tag) {
-            attributes.push(ResultAttribute { tag: key.tag, vr: *vr, value: ResultValue::Text((*value).to_owned()) });
+        if key.tag == tags::RETRIEVE_AE_TITLE {
+            let value = query.retrieve_ae_title.clone().map_or(ResultValue::Empty, ResultValue::Text);
+            attributes.push(ResultAttribute { tag: key.tag, vr: VR::AE, value });
+        } else if let Some((_, vr, value)) = attributes::CONSTANTS.iter().find(|(tag, _, _)| *tag == key.tag) {
+            attributes.push(ResultAttribute {
+                tag: key.tag,
+                vr: *vr,
+                value: ResultValue::Text((*value).to_owned()),
+            });
         } else if attributes::level_of(key.tag).is_some_and(|level| level > query.level) {
-            attributes.push(ResultAttribute { tag: key.tag, vr: known_vr(key), value: ResultValue::Empty });
+            attributes.push(ResultAttribute {
+                tag: key.tag,
+                vr: known_vr(key),
+                value: ResultValue::Empty,
+            });
         }
     }
 }
 
-/// The dictionary VR for attributes in the table, else the VR of the request.
+/// Returns the dictionary VR for attributes in the table, else the VR of the request.
 fn known_vr(key: &Key) -> VR {
     attributes::find(key.tag).map_or(key.vr, |attribute| attribute.vr)
 }
@@ -149,7 +171,13 @@ fn load_representative(conn: &Connection, store: &Store, instance_id: i64) -> Op
         .prepare_cached(r#"SELECT segment, "offset", length FROM instances WHERE id = ?1"#)
         .and_then(|mut statement| {
             statement
-                .query_row([instance_id], |r| Ok(Location { segment: r.get(0)?, offset: r.get(1)?, length: r.get(2)? }))
+                .query_row([instance_id], |r| {
+                    Ok(Location {
+                        segment: r.get(0)?,
+                        offset: r.get(1)?,
+                        length: r.get(2)?,
+                    })
+                })
                 .optional()
         });
     let location = match location {

@@ -1,6 +1,6 @@
 //! SQL for a [`Query`] on the manifest tables.
 //!
-//! Keys the manifest holds become `WHERE` conditions. UID single values and
+//! Keys the manifest stores become `WHERE` conditions. UID single values and
 //! lists use `=` and `IN`, plain single values of other string VRs use `=`
 //! and date/time ranges compare text, so the indexes apply. Every other key
 //! goes through the SQL function `nectar_match(vr, key, value)`, which calls
@@ -60,11 +60,19 @@ pub fn build(query: &Query) -> Statement {
     let mut columns = vec![entity.to_owned(), representative.to_owned()];
 
     for key in &query.keys {
-        let Some(attribute) = attributes::find(key.tag) else { continue };
+        let Some(attribute) = attributes::find(key.tag) else {
+            continue;
+        };
         if attribute.level > query.level {
             continue;
         }
-        let Source::Column { expression, single_valued } = attribute.source else { continue };
+        let Source::Column {
+            expression,
+            single_valued,
+        } = attribute.source
+        else {
+            continue;
+        };
         if let Some(condition) = condition(key, attribute.vr, expression, single_valued, &mut params) {
             conditions.push(condition);
         }
@@ -81,7 +89,7 @@ pub fn build(query: &Query) -> Statement {
     Statement { sql, params, returned }
 }
 
-/// The entity id, representative instance id and FROM clause of a level.
+/// Returns the entity id, representative instance id and FROM clause of a level.
 fn level_tables(level: Level) -> (&'static str, &'static str, &'static str) {
     match level {
         Level::Patient => (
@@ -110,7 +118,7 @@ fn level_tables(level: Level) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// The WHERE condition of one key, or `None` for universal matching.
+/// Builds the WHERE condition of one key, or `None` for universal matching.
 fn condition(key: &Key, vr: VR, expression: &str, single_valued: bool, params: &mut Vec<Value>) -> Option<String> {
     let plain_text = single_valued && is_plain_string(vr);
     match &key.matcher {
@@ -151,10 +159,13 @@ fn condition(key: &Key, vr: VR, expression: &str, single_valued: bool, params: &
 
 /// String VRs compared exactly in SQL: not PN (case-insensitive) and not numbers.
 fn is_plain_string(vr: VR) -> bool {
-    matches!(vr, VR::UI | VR::DA | VR::TM | VR::DT | VR::CS | VR::LO | VR::SH | VR::AE)
+    matches!(
+        vr,
+        VR::UI | VR::DA | VR::TM | VR::DT | VR::CS | VR::LO | VR::SH | VR::AE
+    )
 }
 
-/// The key text that [`matching::parse_matcher`] turns back into `matcher`.
+/// Returns the key text that [`matching::parse_matcher`] turns back into `matcher`.
 pub fn matcher_text(matcher: &Matcher) -> String {
     match matcher {
         Matcher::Universal | Matcher::Sequence(_) => String::new(),

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use metrics::{counter, histogram};
 
-/// A query that ended with its final status: counted by level and status,
-/// with its matches and duration, and logged once at info level.
+/// Records a query that ended with its final status: counted by level and
+/// status, with its matches and duration, and logged once at info level.
 pub fn query_finished(level: &'static str, status: u16, matches: u64, duration: Duration) {
     let status_label = status_label(status);
     counter!("nectar_find_queries_total", "level" => level, "status" => status_label).increment(1);
@@ -21,7 +21,7 @@ pub fn query_finished(level: &'static str, status: u16, matches: u64, duration: 
     );
 }
 
-/// A query refused before it ran, with the Error Comment sent to the peer.
+/// Records a failed query with the Error Comment sent to the peer.
 pub fn query_failed(level: &'static str, status: u16, comment: &str, duration: Duration) {
     let status_label = status_label(status);
     counter!("nectar_find_queries_total", "level" => level, "status" => status_label).increment(1);
@@ -30,8 +30,8 @@ pub fn query_failed(level: &'static str, status: u16, comment: &str, duration: D
     tracing::warn!(level, status = format_args!("{status:#06x}"), comment, "C-FIND failed");
 }
 
-/// The stored data set of a representative instance could not be read; its
-/// keys are answered empty and match only universal matching.
+/// Records a stored data set that could not be read for a query. Its keys come
+/// back empty and match only universal matching.
 pub fn representative_unreadable(instance_id: i64, reason: &str) {
     counter!("nectar_find_unreadable_instances_total").increment(1);
     tracing::warn!(instance_id, reason, "stored data set unreadable for a query");

@@ -11,10 +11,24 @@ use crate::query::matching::{matches, parse_matcher};
 use crate::query::{Key, Level, Matcher, Model, Query};
 
 /// (patient name, study uid, date, time, accession, [(series uid, modality, instances)])
-type Study = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static [(&'static str, &'static str, usize)]);
+type Study = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str, usize)],
+);
 
 const STUDIES: &[Study] = &[
-    ("Doe^John", "1.1", "20040826", "071500", "A1", &[("1.1.1", "MR", 2), ("1.1.2", "CT", 1)]),
+    (
+        "Doe^John",
+        "1.1",
+        "20040826",
+        "071500",
+        "A1",
+        &[("1.1.1", "MR", 2), ("1.1.2", "CT", 1)],
+    ),
     ("DOE^JANE", "1.2", "19991231", "080059.5", "A2", &[("1.2.1", "MR", 1)]),
     ("Müller^Hans", "1.3", "20100101", "080100", "B7", &[("1.3.1", "US", 3)]),
     ("", "1.4", "", "", "", &[("1.4.1", "", 1)]),
@@ -65,10 +79,15 @@ fn study_query(tag: Tag, vr: VR, key: &str) -> Query {
     Query {
         model: Model::StudyRoot,
         level: Level::Study,
-        keys: vec![Key { tag, vr, matcher: parse_matcher(vr, key).unwrap() }],
+        keys: vec![Key {
+            tag,
+            vr,
+            matcher: parse_matcher(vr, key).unwrap(),
+        }],
         offset: 0,
         limit: None,
         specific_character_set: None,
+        retrieve_ae_title: None,
     }
 }
 
@@ -76,14 +95,22 @@ fn study_query(tag: Tag, vr: VR, key: &str) -> Query {
 fn sql_matches(conn: &Connection, query: &Query) -> Vec<i64> {
     let statement = build(query);
     let mut prepared = conn.prepare(&statement.sql).unwrap();
-    let rows = prepared.query_map(params_from_iter(statement.params.iter()), |r| r.get(0)).unwrap();
+    let rows = prepared
+        .query_map(params_from_iter(statement.params.iter()), |r| r.get(0))
+        .unwrap();
     rows.map(Result::unwrap).collect()
 }
 
 /// Entity ids selected by fetching every value and matching in memory.
 fn memory_matches(conn: &Connection, query: &Query) -> Vec<i64> {
     let key = &query.keys[0];
-    let universal = Query { keys: vec![Key { matcher: Matcher::Universal, ..key.clone() }], ..query.clone() };
+    let universal = Query {
+        keys: vec![Key {
+            matcher: Matcher::Universal,
+            ..key.clone()
+        }],
+        ..query.clone()
+    };
     let statement = build(&universal);
     let mut prepared = conn.prepare(&statement.sql).unwrap();
     let rows = prepared
@@ -161,20 +188,39 @@ fn series_level_joins_its_study() {
         model: Model::StudyRoot,
         level: Level::Series,
         keys: vec![
-            Key { tag: tags::STUDY_INSTANCE_UID, vr: VR::UI, matcher: Matcher::Single("1.1".into()) },
-            Key { tag: tags::MODALITY, vr: VR::CS, matcher: Matcher::Single("MR".into()) },
+            Key {
+                tag: tags::STUDY_INSTANCE_UID,
+                vr: VR::UI,
+                matcher: Matcher::Single("1.1".into()),
+            },
+            Key {
+                tag: tags::MODALITY,
+                vr: VR::CS,
+                matcher: Matcher::Single("MR".into()),
+            },
         ],
         offset: 0,
         limit: None,
         specific_character_set: None,
+        retrieve_ae_title: None,
     };
     assert_eq!(sql_matches(&conn, &query), vec![1]);
 }
 
 #[test]
 fn matcher_text_round_trips() {
-    for (vr, text) in [(VR::DA, "20000101-"), (VR::DA, "-20100101"), (VR::DA, "2000-2001"), (VR::PN, "D*"), (VR::UI, "1\\2")] {
+    for (vr, text) in [
+        (VR::DA, "20000101-"),
+        (VR::DA, "-20100101"),
+        (VR::DA, "2000-2001"),
+        (VR::PN, "D*"),
+        (VR::UI, "1\\2"),
+    ] {
         let matcher = parse_matcher(vr, text).unwrap();
-        assert_eq!(parse_matcher(vr, &super::matcher_text(&matcher)).unwrap(), matcher, "{text}");
+        assert_eq!(
+            parse_matcher(vr, &super::matcher_text(&matcher)).unwrap(),
+            matcher,
+            "{text}"
+        );
     }
 }
