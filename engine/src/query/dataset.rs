@@ -110,3 +110,107 @@ fn element_text(element: &InMemElement) -> Option<String> {
             .map(|text| text.trim_matches([' ', '\0']).to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dicom_core::value::{DataSetSequence, PrimitiveValue};
+    use dicom_core::DataElement;
+
+    use super::*;
+    use crate::query::matching::parse_matcher;
+
+    fn code_item(value: &str, scheme: &str) -> InMemDicomObject {
+        let mut item = InMemDicomObject::new_empty();
+        item.put(DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)));
+        item.put(DataElement::new(
+            tags::CODING_SCHEME_DESIGNATOR,
+            VR::SH,
+            PrimitiveValue::from(scheme),
+        ));
+        item
+    }
+
+    fn with_codes(items: Vec<InMemDicomObject>) -> InMemDicomObject {
+        let mut object = InMemDicomObject::new_empty();
+        object.put(DataElement::new(
+            tags::DERIVATION_CODE_SEQUENCE,
+            VR::SQ,
+            DataSetSequence::from(items),
+        ));
+        object.put(DataElement::new(
+            tags::PATIENT_AGE,
+            VR::AS,
+            PrimitiveValue::from("042Y"),
+        ));
+        object
+    }
+
+    fn key(tag: dicom_core::Tag, vr: VR, value: &str) -> Key {
+        Key {
+            tag,
+            vr,
+            matcher: parse_matcher(vr, value).unwrap(),
+        }
+    }
+
+    fn sequence_key(item_keys: Vec<Key>) -> Key {
+        Key {
+            tag: tags::DERIVATION_CODE_SEQUENCE,
+            vr: VR::SQ,
+            matcher: Matcher::Sequence(item_keys),
+        }
+    }
+
+    #[test]
+    fn sequence_returns_only_matching_items() {
+        let object = with_codes(vec![code_item("113072", "DCM"), code_item("121327", "DCM")]);
+        let query = sequence_key(vec![
+            key(tags::CODE_VALUE, VR::SH, "121327"),
+            key(tags::CODING_SCHEME_DESIGNATOR, VR::SH, ""),
+        ]);
+        let Some(ResultValue::Items(items)) = match_key(&query, Some(&object)) else {
+            panic!("expected a match with items");
+        };
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0][0].value, ResultValue::Text("121327".into()));
+        assert_eq!(items[0][1].value, ResultValue::Text("DCM".into()));
+    }
+
+    #[test]
+    fn sequence_without_matching_item_does_not_match() {
+        let object = with_codes(vec![code_item("113072", "DCM")]);
+        let query = sequence_key(vec![key(tags::CODE_VALUE, VR::SH, "999")]);
+        assert_eq!(match_key(&query, Some(&object)), None);
+        assert_eq!(match_key(&query, None), None);
+    }
+
+    #[test]
+    fn empty_sequence_key_returns_whole_items() {
+        let object = with_codes(vec![code_item("113072", "DCM"), code_item("121327", "DCM")]);
+        let Some(ResultValue::Items(items)) = match_key(&sequence_key(Vec::new()), Some(&object)) else {
+            panic!("expected every item");
+        };
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].len(), 2);
+    }
+
+    #[test]
+    fn sequence_with_return_keys_only_always_matches() {
+        let query = sequence_key(vec![key(tags::CODE_VALUE, VR::SH, "")]);
+        assert_eq!(match_key(&query, None), Some(ResultValue::Items(Vec::new())));
+    }
+
+    #[test]
+    fn plain_key_matches_stored_value() {
+        let object = with_codes(Vec::new());
+        assert_eq!(
+            match_key(&key(tags::PATIENT_AGE, VR::AS, "042Y"), Some(&object)),
+            Some(ResultValue::Text("042Y".into()))
+        );
+        assert_eq!(match_key(&key(tags::PATIENT_AGE, VR::AS, "043Y"), Some(&object)), None);
+        assert_eq!(
+            match_key(&key(tags::PATIENT_AGE, VR::AS, ""), None),
+            Some(ResultValue::Empty)
+        );
+    }
+}
