@@ -1,7 +1,7 @@
 //! The C-FIND SCP (PS3.4 annex C, PS3.7 section 9.1.2) for the Patient Root
 //! and Study Root Query/Retrieve information models.
 //!
-//! The identifier becomes a [`Query`]; the query runner streams matches from
+//! The identifier becomes a [`Query`]. The query runner streams matches from
 //! a blocking thread, and each match goes out as a Pending response as soon
 //! as it arrives. While the query runs the SCP also watches the socket for a
 //! C-CANCEL-RQ, which ends the query with status Cancel (0xFE00).
@@ -50,7 +50,7 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         services
             .manifest
             .read_connection()
-            .map_err(|error| QueryError::unable_to_process(format!("manifest unavailable: {error}")))
+            .map_err(|error| QueryError::unable_to_process(format!("manifest read connection failed: {error}")))
     };
     let character_set = query.specific_character_set.clone();
     let mut matches = runner::spawn(query, session.services.store.clone(), open, RESULT_QUEUE);
