@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod location;
 pub mod manifest;
 pub mod profile;
+pub mod query;
 pub mod recovery;
 pub mod retrieve;
 pub mod server;

@@ -43,7 +43,7 @@ pub(super) struct PendingRequest {
 /// What the peer sent while an operation (a query or a retrieve) runs.
 pub(super) enum Incoming {
     /// A complete command without a data set (C-CANCEL-RQ, C-STORE-RSP).
-    Command { context_id: u8, command: Command },
+    Command { command: Command },
     /// The peer sent A-ABORT.
     Aborted,
     /// The peer closed the connection.
@@ -400,15 +400,10 @@ impl Session {
                             "a command with a data set while an operation is running",
                         ));
                     }
-                    return Ok(Incoming::Command { context_id: pdv.context_id, command });
+                    return Ok(Incoming::Command { command });
                 }
             }
         }
-    }
-
-    /// The presentation context `id`, if it was accepted.
-    pub(super) fn context(&self, id: u8) -> Option<&AcceptedContext> {
-        self.contexts[id as usize].as_ref()
     }
 
     /// Every accepted presentation context.
