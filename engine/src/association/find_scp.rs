@@ -55,8 +55,7 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
     let character_set = query.specific_character_set.clone();
     let mut matches = runner::spawn(query, session.services.store.clone(), open, RESULT_QUEUE);
 
-    // NOTE: this loop does not watch the server's shutdown signals, so the
-    // shutdown deadline aborts the association only after the query has ended.
+    // `readable` fails at the server's shutdown deadline, which ends the query with A-ABORT.
     let mut sent: u64 = 0;
     let final_status = loop {
         tokio::select! {

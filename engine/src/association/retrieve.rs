@@ -2,9 +2,8 @@
 //! resolving the identifier to stored instances, reading a stored data set,
 //! noticing C-CANCEL-RQ, and sending C-GET-RSP or C-MOVE-RSP.
 //!
-//! NOTE: the session checks the shutdown deadline only between PDUs, so a
-//! retrieve still running at the deadline is not aborted with A-ABORT: it ends
-//! when the workers stop.
+//! Waiting on the peer fails at the server's shutdown deadline, so a retrieve
+//! still running then ends with A-ABORT.
 
 use futures_util::FutureExt;
 use nectar_codecs::command::{self, command_field, status, SubOperations, MAX_ERROR_COMMENT_LEN};

@@ -343,15 +343,33 @@ impl Session {
     /// Waits until the peer has sent at least the start of a PDU. Cancel-safe,
     /// so an operation can `select!` on it beside its own work, then call
     /// [`Session::read_message`].
+    /// Fails with [`AssociationError::ShutdownDeadline`] once the server's
+    /// shutdown deadline has passed, so a running operation ends with A-ABORT.
     pub(super) async fn readable(&mut self) -> Result<(), AssociationError> {
-        self.conn.fill(PDU_HEADER_LEN).await?;
-        Ok(())
+        let mut abort = self.signals.abort.clone();
+        tokio::select! {
+            biased;
+            _ = abort.wait_for(|aborting| *aborting) => Err(AssociationError::ShutdownDeadline),
+            filled = self.conn.fill(PDU_HEADER_LEN) => {
+                filled?;
+                Ok(())
+            }
+        }
     }
 
     /// Reads PDUs until the peer has sent one complete command without a data
     /// set, an A-ABORT, or closed the connection. Used while an operation runs,
     /// when the peer may only send C-CANCEL-RQ or C-STORE-RSP.
     pub(super) async fn read_message(&mut self) -> Result<Incoming, AssociationError> {
+        let mut abort = self.signals.abort.clone();
+        tokio::select! {
+            biased;
+            _ = abort.wait_for(|aborting| *aborting) => Err(AssociationError::ShutdownDeadline),
+            message = self.read_message_until_complete() => message,
+        }
+    }
+
+    async fn read_message_until_complete(&mut self) -> Result<Incoming, AssociationError> {
         let mut command = Vec::new();
         loop {
             if self.conn.fill(PDU_HEADER_LEN).await? == Fill::Closed {
