@@ -44,8 +44,9 @@
 //! # Patients and newest-wins attributes
 //!
 //! A patient is identified by (PatientID, IssuerOfPatientID); an absent value
-//! is stored as the empty string, so all instances without PatientID and
-//! issuer share one patient. Patient, study and series rows remember the
+//! is stored as the empty string. Instances without PatientID belong to one
+//! patient per study: their issuer key is a marker with the Study Instance UID
+//! ([`schema::ANONYMOUS_PATIENT_PREFIX`]), which reads show as absent. Patient, study and series rows remember the
 //! store `sequence` of the record their attribute values came from; a record
 //! whose sequence is at least that large overwrites all of them (absent
 //! values included), an older one leaves them alone. So the newest record

@@ -80,7 +80,8 @@ fn instance_from_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         study_instance_uid: r.get(3)?,
         series_instance_uid: r.get(4)?,
         patient_id: none_if_empty(r.get(5)?),
-        issuer_of_patient_id: none_if_empty(r.get(6)?),
+        issuer_of_patient_id: none_if_empty(r.get::<_, Option<String>>(6)?)
+            .filter(|issuer| !issuer.starts_with(super::schema::ANONYMOUS_PATIENT_PREFIX)),
         patient_name: r.get(7)?,
         patient_birth_date: r.get(8)?,
         patient_sex: r.get(9)?,

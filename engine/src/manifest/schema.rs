@@ -13,6 +13,10 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// How long a connection waits for a lock before giving up.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Start of the `issuer_of_patient_id` key value of a patient without
+/// PatientID; the Study Instance UID follows. Reads show it as absent.
+pub const ANONYMOUS_PATIENT_PREFIX: &str = "\u{1}nectar-unidentified:";
+
 /// The tables, indexes and views.
 ///
 /// Patient key columns are `NOT NULL`: an absent PatientID or

@@ -176,11 +176,12 @@ fn grouping_of_patients_studies_series() {
         m.insert_blocking(r).unwrap();
     }
     m.flush().unwrap();
-    // (P1,''), (P1,A), ('','') shared by the absent and empty PatientID.
+    // (P1,''), (P1,A), and one patient per study for the absent (study 3.1)
+    // and the empty (study 4.1) PatientID.
     assert_eq!(
         m.counts().unwrap(),
         ManifestCounts {
-            patients: 3,
+            patients: 4,
             studies: 4,
             series: 5,
             instances: 6,

@@ -394,6 +394,17 @@ impl Writer {
     }
 }
 
+/// The second half of a patient's key: its IssuerOfPatientID, or, for an
+/// instance without PatientID, a marker naming its study, so that patients
+/// nobody identified are one per study instead of one for all.
+fn patient_key_issuer(r: &InstanceRecord) -> String {
+    if key(&r.patient_id).is_empty() {
+        format!("{}{}", super::schema::ANONYMOUS_PATIENT_PREFIX, r.study_instance_uid)
+    } else {
+        key(&r.issuer_of_patient_id).to_owned()
+    }
+}
+
 fn key(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("")
 }
@@ -694,7 +705,7 @@ fn upsert_hierarchy(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<i
         &PATIENT,
         &[
             Value::Text(key(&r.patient_id).to_owned()),
-            Value::Text(key(&r.issuer_of_patient_id).to_owned()),
+            Value::Text(patient_key_issuer(r)),
         ],
         None,
         &[

@@ -74,7 +74,13 @@ pub const ATTRIBUTES: &[Attribute] = &[
     // Patient level.
     column(tags::PATIENT_NAME, VR::PN, Patient, "p.patient_name"),
     column(tags::PATIENT_ID, VR::LO, Patient, "p.patient_id"),
-    column(tags::ISSUER_OF_PATIENT_ID, VR::LO, Patient, "p.issuer_of_patient_id"),
+    // A patient without PatientID keeps a per-study marker in this column.
+    column(
+        tags::ISSUER_OF_PATIENT_ID,
+        VR::LO,
+        Patient,
+        "(CASE WHEN p.patient_id = '' THEN NULL ELSE p.issuer_of_patient_id END)",
+    ),
     column(tags::PATIENT_BIRTH_DATE, VR::DA, Patient, "p.patient_birth_date"),
     column(tags::PATIENT_SEX, VR::CS, Patient, "p.patient_sex"),
     stored(tags::PATIENT_BIRTH_TIME, VR::TM, Patient),
