@@ -1,4 +1,4 @@
-//! The HTTP endpoint: health and Prometheus metrics.
+//! The HTTP endpoint: health, Prometheus metrics and DICOMweb under `/dicomweb`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,12 +7,20 @@ use std::sync::Arc;
 use actix_web::{dev::ServerHandle, web, App, HttpResponse, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::dicomweb;
+use crate::manifest::Manifest;
+use crate::storage::Store;
+
 /// State the HTTP handlers read.
 #[derive(Clone)]
 pub struct HttpState {
     /// True once the DIMSE listener accepts associations.
     pub ready: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
+    /// Where STOW-RS writes and WADO-RS reads instances.
+    pub store: Store,
+    /// Where STOW-RS enters instances and WADO-RS finds them.
+    pub manifest: Manifest,
 }
 
 /// Starts the HTTP server on `address` and returns its handle for shutdown.
@@ -22,6 +30,7 @@ pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHa
             .app_data(web::Data::new(state.clone()))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
+            .configure(dicomweb::configure)
     })
     .workers(1)
     .disable_signals()

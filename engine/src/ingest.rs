@@ -1,10 +1,54 @@
-//! Turning a stored instance's scanned attributes into its manifest entry.
+//! The path every received instance takes, whether it came over C-STORE or
+//! STOW-RS: scan the data set, commit its record, and queue its manifest entry.
 
 use nectar_codecs::meta;
 use nectar_codecs::scan::{self, tags, DatasetEncoding, ScannedAttributes};
 
-use crate::manifest::InstanceRecord;
+use crate::manifest::{InstanceRecord, Manifest};
+use crate::storage::{SegmentWriter, Store, StoreError};
 use crate::Location;
+
+/// Scans a received data set for the attributes the manifest indexes.
+///
+/// Returns an error message when the transfer syntax is unknown or the data
+/// set cannot be parsed.
+pub fn scan_data_set(dataset: &[u8], transfer_syntax_uid: &str) -> Result<ScannedAttributes, String> {
+    let Some(encoding) = DatasetEncoding::for_transfer_syntax(transfer_syntax_uid) else {
+        return Err(format!("transfer syntax {transfer_syntax_uid} cannot be parsed"));
+    };
+    // A deflated data set is a deflate bitstream, and real senders omit the
+    // pad byte that would make it even (pydicom's image_dfl.dcm is 4303 bytes),
+    // so only uncompressed encodings must have even length (PS3.5 section 7).
+    let deflated = encoding == DatasetEncoding::DeflatedExplicitVrLittleEndian;
+    if !dataset.len().is_multiple_of(2) && !deflated {
+        return Err(format!("data set has odd length {}; DICOM data sets have even length", dataset.len()));
+    }
+    scan::scan_attributes(dataset, encoding).map_err(|error| format!("data set cannot be parsed: {error}"))
+}
+
+/// Finishes the writer's open record, waits until it is durable, then queues
+/// its manifest entry. Returns the record's location once it is durable.
+///
+/// A failure to queue the manifest entry is logged, not returned: the record
+/// is durable, so recovery enters it at the next start.
+pub async fn commit_instance(
+    store: &Store,
+    manifest: &Manifest,
+    writer: &mut SegmentWriter,
+    partial: PartialRecord,
+) -> Result<Location, StoreError> {
+    let sequence = store.next_sequence();
+    let pending = writer.finish_record(sequence)?;
+    let location = pending.location;
+    store.commit(pending).await?;
+
+    let row = partial.complete(location, sequence);
+    let sop_instance_uid = row.sop_instance_uid.clone();
+    if let Err(error) = manifest.insert(row).await {
+        tracing::error!(%error, %sop_instance_uid, "failed to queue the manifest entry");
+    }
+    Ok(location)
+}
 
 /// A manifest entry still missing its place in the store.
 pub struct PartialRecord {

@@ -82,6 +82,7 @@
 //! gauge `nectar_manifest_queue_depth` (set after each batch).
 
 mod query;
+pub mod wado;
 mod record;
 pub mod schema;
 mod writer;

@@ -119,7 +119,13 @@ async fn run_until_signal(
     let dimse_address = tcp.local_addr().unwrap_or(config.dimse_address);
 
     let ready = Arc::new(AtomicBool::new(false));
-    let (http_handle, http_address) = http::start(config.http_address, HttpState { ready: ready.clone(), prometheus })
+    let http_state = HttpState {
+        ready: ready.clone(),
+        prometheus,
+        store: services.store.clone(),
+        manifest: services.manifest.clone(),
+    };
+    let (http_handle, http_address) = http::start(config.http_address, http_state)
         .map_err(|source| ServeError::Bind { what: "HTTP", address: config.http_address, source })?;
 
     let mut cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -4,6 +4,8 @@
 //! Metric names follow `nectar_<name>_<unit>`; labels come from small fixed sets.
 //! Association id, AE titles and peer address come from the caller's span.
 
+pub mod http;
+
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
