@@ -26,24 +26,22 @@ struct Encoding {
 }
 
 /// The encoding of pixel data or bulk data of an instance stored in `transfer_syntax`.
-/// Native little-endian values are identical in Implicit and Explicit VR
-/// Little Endian, so both names are acceptable for them.
+/// dicom-object holds native values in host byte order whatever the stored
+/// byte order, and little-endian values are identical in Implicit and
+/// Explicit VR Little Endian, so native bytes are named Explicit VR Little
+/// Endian and either little-endian name is acceptable for them.
+///
+/// NOTE: this naming is right on little-endian hosts only.
 fn encoding_of(transfer_syntax: &str, encapsulated: bool) -> Encoding {
-    if encapsulated {
-        if let Some(media_type) = accept::compressed_media_type(transfer_syntax) {
-            return Encoding { media_type, transfer_syntax: transfer_syntax.to_string(), equivalent: &[] };
-        }
-        return Encoding { media_type: OCTET_STREAM, transfer_syntax: transfer_syntax.to_string(), equivalent: &[] };
-    }
-    let little_endian = transfer_syntax != "1.2.840.10008.1.2.2";
-    if little_endian {
+    if !encapsulated {
         return Encoding {
             media_type: OCTET_STREAM,
             transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
             equivalent: &[IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN],
         };
     }
-    Encoding { media_type: OCTET_STREAM, transfer_syntax: transfer_syntax.to_string(), equivalent: &[] }
+    let media_type = accept::compressed_media_type(transfer_syntax).unwrap_or(OCTET_STREAM);
+    Encoding { media_type, transfer_syntax: transfer_syntax.to_string(), equivalent: &[] }
 }
 
 /// Values taken out of a parsed instance.

@@ -23,6 +23,9 @@ use crate::telemetry::http as telemetry;
 
 const DICOM: &str = "application/dicom";
 
+/// Most bytes a part's Content-Length reserves in the store before they arrive.
+const MAX_RESERVED_PART_LEN: usize = 1 << 30;
+
 /// Failure Reason (0008,1197) values (PS3.4 Table B.2-1, PS3.18 section 10.5.3).
 mod reason {
     /// Refused: Out of Resources.
@@ -176,9 +179,21 @@ impl StowIngest {
             self.current = Some(CurrentPart::Skipping(failure));
             return;
         }
-        self.current = Some(match self.writer.begin_record() {
+        let opened = self.writer.begin_record().and_then(|()| {
+            // A declared part length reserves the record's room at once, so a
+            // large part is not copied when its segment fills up. The reservation
+            // is capped because the length is only the client's claim.
+            match multipart::header(headers, "content-length").and_then(|len| len.trim().parse::<usize>().ok()) {
+                Some(len) if len > 0 => self.writer.spare(len.min(MAX_RESERVED_PART_LEN)).map(|_| ()),
+                _ => Ok(()),
+            }
+        });
+        self.current = Some(match opened {
             Ok(()) => CurrentPart::Writing { started: Instant::now() },
-            Err(error) => CurrentPart::Skipping(PartFailure::new(reason::OUT_OF_RESOURCES, format!("storage unavailable: {error}"))),
+            Err(error) => {
+                self.writer.abort_record();
+                CurrentPart::Skipping(PartFailure::new(reason::OUT_OF_RESOURCES, format!("storage unavailable: {error}")))
+            }
         });
     }
 
@@ -250,26 +265,34 @@ fn check_part(part10: &[u8], path_study_uid: Option<&str>) -> Result<(PartialRec
     let fail = |reason: u16, message: String| PartFailure {
         reason,
         message,
-        sop_class_uid: Some(file_meta.sop_class_uid.clone()),
-        sop_instance_uid: Some(file_meta.sop_instance_uid.clone()),
+        sop_class_uid: Some(file_meta.sop_class_uid.clone()).filter(|uid| !uid.is_empty()),
+        sop_instance_uid: Some(file_meta.sop_instance_uid.clone()).filter(|uid| !uid.is_empty()),
     };
     let dataset = &part10[file_meta.dataset_offset..];
     let attributes = ingest::scan_data_set(dataset, &file_meta.transfer_syntax_uid)
         .map_err(|message| fail(reason::CANNOT_UNDERSTAND, message))?;
 
-    let dataset_uid = attributes.text(tags::SOP_INSTANCE_UID).filter(|uid| !uid.is_empty());
-    if dataset_uid.as_deref() != Some(file_meta.sop_instance_uid.as_str()) {
-        let message = format!(
-            "SOP Instance UID {:?} in the data set differs from Media Storage SOP Instance UID {} in the File Meta",
-            dataset_uid.unwrap_or_default(),
-            file_meta.sop_instance_uid
-        );
-        return Err(fail(reason::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, message));
-    }
+    // The data set's SOP Instance UID identifies the instance. The File Meta
+    // is kept as sent even where its Media Storage SOP Instance UID is empty
+    // or differs (several pydicom test files have such a File Meta).
+    let Some(sop_instance_uid) = attributes.text(tags::SOP_INSTANCE_UID).filter(|uid| !uid.is_empty()) else {
+        return Err(fail(reason::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, "data set has no SOP Instance UID (0008,0018)".into()));
+    };
+    let sop_class_uid = attributes
+        .text(tags::SOP_CLASS_UID)
+        .filter(|uid| !uid.is_empty())
+        .or_else(|| Some(file_meta.sop_class_uid.clone()).filter(|uid| !uid.is_empty()))
+        .ok_or_else(|| fail(reason::DATA_SET_DOES_NOT_MATCH_SOP_CLASS, "data set has no SOP Class UID (0008,0016)".into()))?;
+    let fail = |reason: u16, message: String| PartFailure {
+        reason,
+        message,
+        sop_class_uid: Some(sop_class_uid.clone()),
+        sop_instance_uid: Some(sop_instance_uid.clone()),
+    };
     let partial = PartialRecord::from_attributes(
         &attributes,
-        &file_meta.sop_class_uid,
-        &file_meta.sop_instance_uid,
+        &sop_class_uid,
+        &sop_instance_uid,
         &file_meta.transfer_syntax_uid,
         file_meta.source_ae_title.as_deref(),
     )
@@ -283,8 +306,8 @@ fn check_part(part10: &[u8], path_study_uid: Option<&str>) -> Result<(PartialRec
         }
     }
     let stored = PartOutcome::Stored {
-        sop_class_uid: file_meta.sop_class_uid.clone(),
-        sop_instance_uid: file_meta.sop_instance_uid.clone(),
+        sop_class_uid: sop_class_uid.clone(),
+        sop_instance_uid: sop_instance_uid.clone(),
         series_instance_uid: attributes.text(tags::SERIES_INSTANCE_UID).unwrap_or_default(),
         study_instance_uid,
     };
