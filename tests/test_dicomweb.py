@@ -9,7 +9,11 @@ nectar, so for those the data set bytes are compared.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import struct
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,7 +21,9 @@ from pathlib import Path
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
+from pydicom.uid import generate_uid
 
 import corpus
 from compare import diff, read_any
@@ -26,6 +32,7 @@ from peers import storescu
 CURL_TIMEOUT = 300
 DICOM_RELATED = 'multipart/related; type="application/dicom"'
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 # Failure Reason (0008,1197) values nectar sends.
 DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -436,3 +443,95 @@ def test_http_metrics_per_route(nectar, tmp_path):
     assert 'nectar_http_requests_total{route="/dicomweb/studies/{study}",method="GET",status="404"} 1' in text
     assert "nectar_http_received_bytes_total" in text
     assert "nectar_http_request_duration_seconds" in text
+
+
+# ----------------------------------------------------------------------------- large bodies
+
+
+LARGE_BODY_MIB = int(os.environ.get("NECTAR_DICOMWEB_LARGE_MIB", "512"))
+FRAME_ROWS = FRAME_COLUMNS = 512
+FRAME_LEN = FRAME_ROWS * FRAME_COLUMNS * 2
+
+
+def large_instance_header(frames: int) -> tuple[bytes, tuple[str, str, str]]:
+    """A Part 10 file up to and including the Pixel Data element header of
+    `frames` 16-bit frames, and its Study, Series and SOP Instance UIDs."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = EXPLICIT_LE
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "LARGE"
+    ds.Modality = "OT"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.NumberOfFrames = frames
+    ds.Rows, ds.Columns = FRAME_ROWS, FRAME_COLUMNS
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    pixel_header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, frames * FRAME_LEN)
+    return buffer.getvalue() + pixel_header, (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+
+
+def frame_bytes(number: int) -> bytes:
+    return bytes([number % 251 + 1]) * FRAME_LEN
+
+
+def anonymous_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssAnon in /proc/{pid}/status")
+
+
+def test_stow_large_chunked_body_streams(nectar, tmp_path):
+    frames = LARGE_BODY_MIB * 1024 * 1024 // FRAME_LEN
+    header, (study, series, uid) = large_instance_header(frames)
+    boundary = uuid.uuid4().hex
+    digest = hashlib.sha256(header)
+    out = tmp_path / "stow-response.json"
+    curl_cmd = ["curl", "-sS", "-m", str(CURL_TIMEOUT), "-X", "POST", "-T", "-", "-o", str(out), "-w", "%{http_code}",
+                "-H", f"Content-Type: multipart/related; type=application/dicom; boundary={boundary}",
+                "-H", "Transfer-Encoding: chunked", nectar.url("/dicomweb/studies")]
+    peak_rss = 0.0
+    with subprocess.Popen(curl_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False) as proc:
+        proc.stdin.write(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + header)
+        for number in range(1, frames + 1):
+            frame = frame_bytes(number)
+            digest.update(frame)
+            proc.stdin.write(frame)
+            if number % 128 == 0:
+                peak_rss = max(peak_rss, anonymous_rss_mib(nectar.pid))
+        proc.stdin.write(f"\r\n--{boundary}--\r\n".encode())
+        proc.stdin.close()
+        status = int(proc.stdout.read() or b"0")
+        assert proc.wait(timeout=CURL_TIMEOUT) == 0
+    assert status == 200, out.read_text()
+    assert referenced_uids(json.loads(out.read_text())) == [uid]
+    # The body is several hundred MiB; nectar holds only a chunk of it in its own memory.
+    assert peak_rss < LARGE_BODY_MIB / 4, f"nectar used {peak_rss:.0f} MiB anonymous memory"
+
+    retrieved = tmp_path / "retrieved.multipart"
+    run = subprocess.run(["curl", "-sS", "-m", str(CURL_TIMEOUT), "-o", str(retrieved),
+                          nectar.url(instance_path(study, series, uid))], timeout=CURL_TIMEOUT + 10)
+    assert run.returncode == 0
+    part_len = len(header) + frames * FRAME_LEN
+    with retrieved.open("rb") as f:
+        head = f.read(4096)
+        start = head.index(b"\r\n\r\n") + 4
+        assert f"Content-Length: {part_len}".encode() in head[:start]
+        f.seek(start)
+        received = hashlib.sha256()
+        remaining = part_len
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            assert chunk, "retrieved body ends early"
+            received.update(chunk)
+            remaining -= len(chunk)
+    assert received.hexdigest() == digest.hexdigest()

@@ -17,9 +17,9 @@ pub struct HttpState {
     /// True once the DIMSE listener accepts associations.
     pub ready: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
-    /// Where STOW-RS writes and WADO-RS reads instances.
+    /// The segment store STOW-RS writes to and WADO-RS reads from.
     pub store: Store,
-    /// Where STOW-RS enters instances and WADO-RS finds them.
+    /// The manifest STOW-RS enters instances in and WADO-RS queries.
     pub manifest: Manifest,
 }
 

@@ -1,5 +1,5 @@
-//! Errors of DICOMweb requests: each becomes an HTTP status and a JSON body
-//! that says why.
+//! Errors of DICOMweb requests. Each becomes an HTTP status and a JSON body
+//! with the reason.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

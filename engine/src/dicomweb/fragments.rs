@@ -5,18 +5,18 @@ use bytes::Bytes;
 
 /// Groups `fragments` into `frames` frames.
 ///
-/// In order of preference: the Basic Offset Table (offsets of each frame's
-/// first fragment item, measured from the first fragment item's tag); one
-/// fragment per frame when the counts agree; all fragments for a single
-/// frame; and else a new frame at each fragment that starts with a JPEG SOI
-/// or JPEG 2000 SOC marker.
+/// The first rule that applies is used. The Basic Offset Table gives the
+/// offset of each frame's first fragment item, measured from the first
+/// fragment item's tag. Without it, equal counts mean one fragment per frame,
+/// and a single frame takes all fragments. Otherwise a new frame starts at
+/// each fragment that begins with a JPEG SOI or JPEG 2000 SOC marker.
 pub fn frames(offset_table: &[u32], fragments: &[Vec<u8>], frames: usize) -> Result<Vec<Bytes>, String> {
     let groups = if !offset_table.is_empty() {
         groups_from_offsets(offset_table, fragments)?
     } else if fragments.len() == frames {
         (0..frames).map(|index| index..index + 1).collect()
     } else if frames == 1 {
-        vec![0..fragments.len()]
+        std::iter::once(0..fragments.len()).collect()
     } else {
         groups_from_markers(fragments)
     };

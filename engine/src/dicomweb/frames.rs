@@ -17,7 +17,7 @@ const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
 const OCTET_STREAM: &str = "application/octet-stream";
 
-/// How the requested bytes are encoded.
+/// The encoding of the requested bytes.
 struct Encoding {
     media_type: &'static str,
     /// The transfer syntax named in the part's Content-Type.
@@ -26,7 +26,7 @@ struct Encoding {
 }
 
 /// The encoding of pixel data or bulk data of an instance stored in `transfer_syntax`.
-/// dicom-object holds native values in host byte order whatever the stored
+/// dicom-object keeps native values in host byte order whatever the stored
 /// byte order, and little-endian values are identical in Implicit and
 /// Explicit VR Little Endian, so native bytes are named Explicit VR Little
 /// Endian and either little-endian name is acceptable for them.
@@ -95,7 +95,7 @@ pub async fn bulk_data(
 }
 
 /// Finds the instance, parses it off the async thread, runs `extract` and
-/// answers with its parts if the Accept header allows their encoding.
+/// responds with its parts if the Accept header allows their encoding.
 async fn extract_and_respond<F>(
     request: HttpRequest,
     state: web::Data<HttpState>,
@@ -175,7 +175,7 @@ fn attribute_u32(object: &InMemDicomObject, tag: Tag) -> Option<u32> {
     object.get(tag).and_then(|element| element.to_int::<u32>().ok())
 }
 
-/// The frames of the Pixel Data element, each as its own `Bytes`.
+/// Splits the Pixel Data element into frames, each as its own `Bytes`.
 fn split_frames(object: &InMemDicomObject, element: &InMemElement) -> Result<Extracted, DicomWebError> {
     let frames = number_of_frames(object);
     match element.value() {
@@ -190,7 +190,7 @@ fn split_frames(object: &InMemDicomObject, element: &InMemElement) -> Result<Ext
             let samples = attribute_u32(object, Tag(0x0028, 0x0002)).unwrap_or(1) as usize;
             let bits_allocated = attribute_u32(object, Tag(0x0028, 0x0100)).unwrap_or(0) as usize;
             let frame_bits = rows * columns * samples * bits_allocated;
-            if frame_bits == 0 || frame_bits % 8 != 0 {
+            if frame_bits == 0 || !frame_bits.is_multiple_of(8) {
                 return Err(DicomWebError::NotFound(format!(
                     "frames cannot be cut from this Pixel Data: {rows} rows, {columns} columns, {samples} samples per pixel, {bits_allocated} bits allocated"
                 )));

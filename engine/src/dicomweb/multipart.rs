@@ -7,13 +7,13 @@
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
 
-/// Longest header block of one part.
+/// Maximum length of one part's header block, in bytes.
 const MAX_HEADER_BLOCK: usize = 16 * 1024;
 
-/// Longest boundary RFC 2046 allows.
+/// Maximum boundary length RFC 2046 allows.
 const MAX_BOUNDARY_LEN: usize = 70;
 
-/// What the parser found in the bytes fed so far.
+/// An item the parser found in the bytes fed so far.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// A part begins; its headers as (lower-case name, value) pairs.
@@ -198,7 +198,7 @@ fn parse_header_block(block: &[u8]) -> Result<Vec<(String, String)>, MultipartEr
     Ok(headers)
 }
 
-/// The value of header `name` (lower case).
+/// Returns the value of header `name` (lower case).
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
 }
@@ -207,8 +207,10 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 mod tests {
     use super::*;
 
+    type Headers = Vec<(String, String)>;
+
     /// Feeds `body` in chunks of `chunk_len` bytes and returns each part's headers and body.
-    fn parse_in_chunks(boundary: &str, body: &[u8], chunk_len: usize) -> Result<Vec<(Vec<(String, String)>, Vec<u8>)>, MultipartError> {
+    fn parse_in_chunks(boundary: &str, body: &[u8], chunk_len: usize) -> Result<Vec<(Headers, Vec<u8>)>, MultipartError> {
         let mut parser = Parser::new(boundary)?;
         let mut events = Vec::new();
         for chunk in body.chunks(chunk_len) {

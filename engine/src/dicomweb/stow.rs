@@ -1,6 +1,6 @@
 //! STOW-RS (PS3.18 section 10.5): `POST /studies` and `POST /studies/{study}`
 //! with a `multipart/related; type="application/dicom"` body. Each part is a
-//! Part 10 file; its bytes go into a store record as they arrive, and an
+//! Part 10 file. Its bytes go into a store record as they arrive, and the
 //! instance counts as stored only after its record is durable.
 
 use std::time::Instant;
@@ -35,7 +35,7 @@ mod reason {
     /// Error: Cannot understand (the part is not a readable Part 10 file).
     pub const CANNOT_UNDERSTAND: u16 = 0xC000;
     /// Refused: the part's media type is not application/dicom. PS3.4 names
-    /// 0x0122 "Refused: SOP Class not supported"; dcm4chee answers such parts the same way.
+    /// 0x0122 "Refused: SOP Class not supported", the nearest standard reason.
     pub const UNSUPPORTED_MEDIA_TYPE: u16 = 0x0122;
     /// Error: the Study Instance UID differs from the one in the request path
     /// (the value dcm4chee-arc uses).

@@ -37,8 +37,8 @@ impl ResourcePath {
     }
 }
 
-/// Finds the stored instances a path names. Rows queued but not yet
-/// committed to the manifest are waited for once before answering not found.
+/// Finds the stored instances a path names. Before returning not found, it
+/// waits once for rows queued but not yet committed to the manifest.
 pub async fn find_instances(state: &HttpState, path: &ResourcePath) -> Result<Vec<StoredInstance>, DicomWebError> {
     let found = query_instances(state, path).await?;
     if !found.is_empty() {
@@ -68,7 +68,7 @@ async fn query_instances(state: &HttpState, path: &ResourcePath) -> Result<Vec<S
     .map_err(|error| DicomWebError::Internal(format!("manifest query task failed: {error}")))?
 }
 
-/// The stored Part 10 record of an instance, borrowed from its segment.
+/// Reads the stored Part 10 record of an instance, borrowed from its segment.
 pub fn read_record(state: &HttpState, instance: &StoredInstance) -> Result<Bytes, DicomWebError> {
     let record = state.store.read(instance.location).map_err(|error| {
         DicomWebError::Internal(format!("failed to read instance {} from the store: {error}", instance.sop_instance_uid))
