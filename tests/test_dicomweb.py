@@ -535,3 +535,21 @@ def test_stow_large_chunked_body_streams(nectar, tmp_path):
             received.update(chunk)
             remaining -= len(chunk)
     assert received.hexdigest() == digest.hexdigest()
+
+
+def test_stow_many_parts_one_request(nectar, corpus_files, tmp_path):
+    files = [f for f in corpus_files
+             if f.has_meta and f.rel not in corpus.DCMTK_UNREADABLE and has_study_and_series(f.path)]
+    assert len(files) > 150
+    status, response = stow(nectar, tmp_path, [f.path.read_bytes() for f in files])
+    assert status == 200, failure_reasons(response)
+    assert referenced_uids(response) == [uids(f.path)[2] for f in files]
+
+    # The copy stored last of each SOP Instance UID is the one served.
+    last = {uids(f.path)[2]: f for f in files}
+    for uid, f in list(last.items())[:40]:
+        study, series, _ = uids(f.path)
+        status, headers, body = curl(nectar.url(instance_path(study, series, uid)), tmp_path)
+        assert status == 200, f.rel
+        (_, part), = split_multipart(headers["content-type"], body)
+        assert part == f.path.read_bytes(), f.rel

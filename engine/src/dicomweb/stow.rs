@@ -18,12 +18,15 @@ use super::multipart::{self, Event, Parser};
 use super::{json, routes::BytesIn, urls};
 use crate::http::HttpState;
 use crate::ingest::{self, PartialRecord};
-use crate::storage::SegmentWriter;
+use crate::storage::{SegmentWriter, StoreError};
 use crate::telemetry::http as telemetry;
 
 const DICOM: &str = "application/dicom";
 
-/// Most bytes a part's Content-Length reserves in the store before they arrive.
+/// Maximum finished parts waiting for one joint commit.
+const MAX_PENDING_PARTS: usize = 64;
+
+/// Maximum bytes a part's Content-Length reserves in the store before they arrive.
 const MAX_RESERVED_PART_LEN: usize = 1 << 30;
 
 /// Failure Reason (0008,1197) values (PS3.4 Table B.2-1, PS3.18 section 10.5.3).
@@ -100,8 +103,25 @@ async fn store(
         study_instance_uid,
         current: None,
         outcomes: Vec::new(),
+        pending: Vec::new(),
     };
 
+    let received = receive(&mut ingest, &mut payload, &mut parser).await;
+    // Parts finished before a broken body are still committed, so the store
+    // and the manifest agree about them.
+    ingest.commit_pending().await;
+    let bytes_in = received?;
+    if ingest.outcomes.is_empty() {
+        return Err(DicomWebError::BadRequest("the multipart body has no parts".into()));
+    }
+
+    let mut response = respond(&request, &ingest.outcomes, ingest.study_instance_uid.as_deref());
+    response.extensions_mut().insert(BytesIn(bytes_in));
+    Ok(response)
+}
+
+/// Feeds the body to the parser and its events to `ingest`; returns the body's length.
+async fn receive(ingest: &mut StowIngest, payload: &mut web::Payload, parser: &mut Parser) -> Result<u64, DicomWebError> {
     let mut bytes_in = 0u64;
     let mut events = Vec::new();
     while let Some(chunk) = payload.next().await {
@@ -113,13 +133,7 @@ async fn store(
         }
     }
     parser.finish().map_err(|error| DicomWebError::BadRequest(format!("invalid multipart body: {error}")))?;
-    if ingest.outcomes.is_empty() {
-        return Err(DicomWebError::BadRequest("the multipart body has no parts".into()));
-    }
-
-    let mut response = respond(&request, &ingest.outcomes, ingest.study_instance_uid.as_deref());
-    response.extensions_mut().insert(BytesIn(bytes_in));
-    Ok(response)
+    Ok(bytes_in)
 }
 
 /// Checks the request's Content-Type and returns its boundary.
@@ -157,6 +171,8 @@ struct StowIngest {
     study_instance_uid: Option<String>,
     current: Option<CurrentPart>,
     outcomes: Vec<PartOutcome>,
+    /// Finished parts waiting for their commit.
+    pending: Vec<PendingPart>,
 }
 
 impl StowIngest {
@@ -209,51 +225,91 @@ impl StowIngest {
     }
 
     async fn end_part(&mut self) {
-        let outcome = match self.current.take() {
-            Some(CurrentPart::Writing { started }) => {
-                let len = self.writer.record_len();
-                let outcome = self.commit_part().await;
-                if let PartOutcome::Stored { sop_instance_uid, .. } = &outcome {
-                    telemetry::stow_part_stored(sop_instance_uid, len, started.elapsed());
-                }
-                outcome
-            }
-            Some(CurrentPart::Skipping(failure)) => PartOutcome::Failed(failure),
-            None => return,
-        };
-        if let PartOutcome::Failed(failure) = &outcome {
-            telemetry::stow_part_failed(failure.sop_instance_uid.as_deref(), failure.reason, &failure.message);
+        match self.current.take() {
+            Some(CurrentPart::Writing { started }) => self.finish_part(started).await,
+            Some(CurrentPart::Skipping(failure)) => self.add_failure(failure),
+            None => {}
         }
-        self.outcomes.push(outcome);
     }
 
-    /// Checks the received part and commits it.
-    async fn commit_part(&mut self) -> PartOutcome {
-        let checked = check_part(self.writer.record_bytes(), self.study_instance_uid.as_deref());
-        let (partial, stored) = match checked {
+    fn add_failure(&mut self, failure: PartFailure) {
+        telemetry::stow_part_failed(failure.sop_instance_uid.as_deref(), failure.reason, &failure.message);
+        self.outcomes.push(PartOutcome::Failed(failure));
+    }
+
+    /// Checks the received part and finishes its record. The commit waits
+    /// for [`StowIngest::commit_pending`], so the parts of one request share
+    /// the committer's flushes.
+    async fn finish_part(&mut self, started: Instant) {
+        let bytes = self.writer.record_len();
+        let (partial, stored) = match check_part(self.writer.record_bytes(), self.study_instance_uid.as_deref()) {
             Ok(checked) => checked,
             Err(failure) => {
                 self.writer.abort_record();
-                return PartOutcome::Failed(failure);
+                return self.add_failure(failure);
             }
         };
-        let committed = ingest::commit_instance(&self.state.store, &self.state.manifest, &mut self.writer, partial).await;
-        match committed {
-            Ok(_) => stored,
+        match ingest::finish_instance(&self.state.store, &mut self.writer, partial) {
+            Ok(finished) => {
+                self.pending.push(PendingPart { finished, outcome: self.outcomes.len(), bytes, started });
+                self.outcomes.push(stored);
+                if self.pending.len() >= MAX_PENDING_PARTS {
+                    self.commit_pending().await;
+                }
+            }
             Err(error) => {
                 self.writer.abort_record();
-                let PartOutcome::Stored { sop_class_uid, sop_instance_uid, .. } = stored else {
-                    unreachable!("check_part returns a stored outcome");
-                };
-                PartOutcome::Failed(PartFailure {
-                    reason: reason::OUT_OF_RESOURCES,
-                    message: format!("storage commit failed: {error}"),
-                    sop_class_uid: Some(sop_class_uid),
-                    sop_instance_uid: Some(sop_instance_uid),
-                })
+                let failure = storage_failure(&stored, &error);
+                self.add_failure(failure);
             }
         }
     }
+
+    /// Commits every finished part and queues their manifest entries.
+    async fn commit_pending(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        let state = self.state.clone();
+        let mut parts = Vec::with_capacity(batch.len());
+        let mut commits = Vec::with_capacity(batch.len());
+        for part in batch {
+            parts.push((part.outcome, part.bytes, part.started));
+            commits.push(ingest::commit_finished(&state.store, &state.manifest, part.finished));
+        }
+        let results = futures_util::future::join_all(commits).await;
+
+        for ((index, bytes, started), result) in parts.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    if let PartOutcome::Stored { sop_instance_uid, .. } = &self.outcomes[index] {
+                        telemetry::stow_part_stored(sop_instance_uid, bytes, started.elapsed());
+                    }
+                }
+                Err(error) => {
+                    let failure = storage_failure(&self.outcomes[index], &error);
+                    telemetry::stow_part_failed(failure.sop_instance_uid.as_deref(), failure.reason, &failure.message);
+                    self.outcomes[index] = PartOutcome::Failed(failure);
+                }
+            }
+        }
+    }
+}
+
+/// A part whose record is finished but not yet committed.
+struct PendingPart {
+    finished: ingest::FinishedInstance,
+    /// Index of the part's outcome in [`StowIngest::outcomes`].
+    outcome: usize,
+    bytes: u64,
+    started: Instant,
+}
+
+/// The failure of a checked part that storage could not finish or commit.
+fn storage_failure(stored: &PartOutcome, error: &StoreError) -> PartFailure {
+    let (sop_class_uid, sop_instance_uid) = match stored {
+        PartOutcome::Stored { sop_class_uid, sop_instance_uid, .. } => (Some(sop_class_uid.clone()), Some(sop_instance_uid.clone())),
+        PartOutcome::Failed(failure) => (failure.sop_class_uid.clone(), failure.sop_instance_uid.clone()),
+    };
+    PartFailure { reason: reason::OUT_OF_RESOURCES, message: format!("storage commit failed: {error}"), sop_class_uid, sop_instance_uid }
 }
 
 /// Reads a part's File Meta, scans its data set and checks the attributes
