@@ -32,6 +32,16 @@ pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHa
             .route("/metrics", web::get().to(metrics))
             .configure(dicomweb::configure)
     })
+    // A multipart response is written as several chunks (part headers, then
+    // the record borrowed from its segment), so Nagle's algorithm would hold
+    // the last small chunk until the client's delayed ACK, about 40 ms.
+    .on_connect(|connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "failed to set TCP_NODELAY on an HTTP connection");
+            }
+        }
+    })
     .workers(1)
     .disable_signals()
     .shutdown_timeout(2)
