@@ -21,6 +21,8 @@ pub struct HttpState {
     pub store: Store,
     /// The manifest STOW-RS enters instances in and WADO-RS queries.
     pub manifest: Manifest,
+    /// Read-only manifest connections reused across requests.
+    pub manifest_readers: dicomweb::ManifestReaders,
 }
 
 /// Starts the HTTP server on `address` and returns its handle for shutdown.

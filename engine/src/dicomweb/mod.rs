@@ -9,6 +9,7 @@ mod frames;
 pub mod json;
 pub mod media;
 pub mod multipart;
+mod readers;
 mod response;
 mod routes;
 mod stow;
@@ -16,5 +17,6 @@ mod urls;
 mod wado;
 
 pub use errors::DicomWebError;
+pub use readers::ManifestReaders;
 pub use routes::configure;
 pub use wado::BULK_DATA_THRESHOLD;

@@ -53,16 +53,17 @@ pub async fn find_instances(state: &HttpState, path: &ResourcePath) -> Result<Ve
 }
 
 async fn query_instances(state: &HttpState, path: &ResourcePath) -> Result<Vec<StoredInstance>, DicomWebError> {
-    let manifest = state.manifest.clone();
+    let readers = state.manifest_readers.clone();
     let path = path.clone();
-    web::block(move || -> Result<Vec<StoredInstance>, DicomWebError> {
-        let conn = manifest.read_connection()?;
-        let filter = InstanceFilter {
-            study_instance_uid: &path.study,
-            series_instance_uid: path.series.as_deref(),
-            sop_instance_uid: path.instance.as_deref(),
-        };
-        Ok(queries::stored_instances(&conn, &filter)?)
+    web::block(move || {
+        readers.with(|conn| -> Result<Vec<StoredInstance>, DicomWebError> {
+            let filter = InstanceFilter {
+                study_instance_uid: &path.study,
+                series_instance_uid: path.series.as_deref(),
+                sop_instance_uid: path.instance.as_deref(),
+            };
+            Ok(queries::stored_instances(conn, &filter)?)
+        })
     })
     .await
     .map_err(|error| DicomWebError::Internal(format!("manifest query task failed: {error}")))?

@@ -124,6 +124,7 @@ async fn run_until_signal(
         prometheus,
         store: services.store.clone(),
         manifest: services.manifest.clone(),
+        manifest_readers: crate::dicomweb::ManifestReaders::new(services.manifest.clone()),
     };
     let (http_handle, http_address) = http::start(config.http_address, http_state)
         .map_err(|source| ServeError::Bind { what: "HTTP", address: config.http_address, source })?;
