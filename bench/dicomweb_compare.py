@@ -13,8 +13,8 @@ with WADO-RS and checks its size. Instances are copies of CT_small.dcm from
 the pinned test corpus with fresh SOP Instance UIDs, --instances-per-study
 instances per study. Figures are medians over the rounds; the ratio is
 nectar's rate divided by Orthanc's. Both receivers flush each instance to
-disk before they respond (Orthanc 1.10+ with SyncStorageArea true, its
-default). `--append-results` appends a section to bench/RESULTS.md.
+disk before they respond (Orthanc's SyncStorageArea is true by default
+since 1.7.4). `--append-results` appends a section to bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import http.client
 import io
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -83,7 +84,7 @@ def stow(port: int, root: str, instances, parts_per_request: int) -> float:
         response = connection.getresponse()
         response.read()
         if response.status != 200:
-            raise RuntimeError(f"STOW-RS to port {port} answered {response.status}")
+            raise RuntimeError(f"STOW-RS to port {port} failed with status {response.status}")
     elapsed = time.perf_counter() - started
     connection.close()
     return elapsed
@@ -100,7 +101,7 @@ def retrieve(port: int, root: str, instances) -> float:
         response = connection.getresponse()
         body = response.read()
         if response.status != 200 or len(body) < len(data):
-            raise RuntimeError(f"WADO-RS from port {port} answered {response.status} with {len(body)} bytes")
+            raise RuntimeError(f"WADO-RS from port {port} failed: status {response.status}, {len(body)} bytes")
     elapsed = time.perf_counter() - started
     connection.close()
     return elapsed
@@ -152,7 +153,7 @@ def main() -> int:
                     f"{nectar_rate * total_mb / args.instances:.1f} | {orthanc_rate * total_mb / args.instances:.1f} | "
                     f"{nectar_rate / orthanc_rate:.2f} |")
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = " ".join(["bench/dicomweb_compare.py", *sys.argv[1:]])
+    command = shlex.join(["bench/dicomweb_compare.py", *sys.argv[1:]])
     section = "\n".join([
         "",
         "## DICOMweb: STOW-RS and WADO-RS, nectar and Orthanc",
@@ -165,7 +166,9 @@ def main() -> int:
         f"stored with STOW-RS in requests of {args.parts_per_request} parts over one keep-alive connection, then "
         "each retrieved once with WADO-RS (instance level). One Python client on the same cores as the receiver. "
         f"Medians over {args.rounds} rounds; each round starts the receiver with an empty data directory. "
-        "Both receivers flush each instance to disk before they respond (Orthanc's SyncStorageArea default). "
+        "Both receivers make each instance durable before they respond: nectar flushes the parts of a request "
+        "together (one msync per segment per batch), Orthanc writes and syncs each instance on its own "
+        "(SyncStorageArea, true by default since Orthanc 1.7.4). "
         "\"nectar/Orthanc\" above 1 means nectar was faster.",
         "",
         "| phase | nectar instances/s | Orthanc instances/s | nectar MB/s | Orthanc MB/s | nectar/Orthanc |",
