@@ -114,3 +114,44 @@ pub fn compressed_media_type(uid: &str) -> Option<&'static str> {
     };
     Some(media_type)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{matches_multipart, Offer, EXPLICIT_VR_LITTLE_ENDIAN};
+    use crate::dicomweb::media::MediaType;
+
+    const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+
+    fn accepts(range: &str, offer: &Offer<'_>) -> bool {
+        matches_multipart(&MediaType::parse(range).expect("valid media range"), offer)
+    }
+
+    #[test]
+    fn stored_or_any_transfer_syntax_accepted() {
+        let offer = Offer { media_type: "image/jpeg", transfer_syntax: JPEG_BASELINE, equivalent: &[] };
+        assert!(accepts(r#"multipart/related; type="image/jpeg""#, &offer));
+        assert!(accepts(r#"multipart/related; type="image/jpeg"; transfer-syntax=*"#, &offer));
+        assert!(accepts(&format!(r#"multipart/related; type="image/jpeg"; transfer-syntax={JPEG_BASELINE}"#), &offer));
+        assert!(accepts("multipart/related; type=image/*", &offer));
+        assert!(accepts("*/*", &offer));
+    }
+
+    #[test]
+    fn other_syntax_or_type_rejected() {
+        let offer = Offer { media_type: "image/jpeg", transfer_syntax: JPEG_BASELINE, equivalent: &[] };
+        let explicit = format!(r#"multipart/related; type="image/jpeg"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"#);
+        assert!(!accepts(&explicit, &offer));
+        assert!(!accepts(r#"multipart/related; type="application/octet-stream""#, &offer));
+        assert!(!accepts("image/jpeg", &offer));
+    }
+
+    #[test]
+    fn equivalent_syntax_accepted() {
+        let offer = Offer {
+            media_type: "application/octet-stream",
+            transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN,
+            equivalent: &["1.2.840.10008.1.2"],
+        };
+        assert!(accepts(r#"multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2"#, &offer));
+    }
+}

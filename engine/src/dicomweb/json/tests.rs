@@ -119,3 +119,10 @@ fn number_text_read_from_number_or_string() {
     assert_eq!(read_number_text(&json!(" 2.5 ")).as_deref(), Some("2.5"));
     assert_eq!(read_number_text(&json!(null)), None);
 }
+
+#[test]
+fn vr_comes_first_and_tags_ascend() {
+    let text = serde_json::Value::Object(write_dataset(&sample(), None)).to_string();
+    assert!(text.starts_with(r#"{"00080050":{"vr":"SH"}"#), "{text}");
+    assert!(text.find("\"00100010\"").unwrap() < text.find("\"7FE00010\"").unwrap());
+}
