@@ -39,6 +39,7 @@ DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 UNSUPPORTED_MEDIA_TYPE = 0x0122
 STUDY_INSTANCE_UID_MISMATCH = 0xC409
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -359,6 +360,13 @@ def test_stow_status_codes(nectar, tmp_path):
     status, response = stow(nectar, tmp_path, [no_study])
     assert status == 409
     assert failure_reasons(response) == [DATA_SET_DOES_NOT_MATCH_SOP_CLASS]
+
+    meta_end = corpus.get("pydicom/CT_small.dcm").dataset_offset
+    assert ct[:meta_end].count(b"1.2.840.10008.1.2.1\0") == 1
+    unknown_syntax = ct[:meta_end].replace(b"1.2.840.10008.1.2.1\0", b"1.2.3.4.5.6.7.8.9.10") + ct[meta_end:]
+    status, response = stow(nectar, tmp_path, [unknown_syntax])
+    assert status == 409
+    assert failure_reasons(response) == [TRANSFER_SYNTAX_NOT_SUPPORTED]
 
     status, response = stow(nectar, tmp_path, [b"not a DICOM file"])
     assert status == 409

@@ -12,7 +12,7 @@ use super::media::MediaType;
 /// Explicit VR Little Endian, the default transfer syntax of PS3.18.
 pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
 
-/// What a response would contain.
+/// The content a response would carry.
 #[derive(Debug, Clone)]
 pub struct Offer<'a> {
     /// Media type of each part, e.g. `application/dicom` or `image/jpeg`.
@@ -50,7 +50,7 @@ pub fn check_json(request: &HttpRequest) -> Result<(), DicomWebError> {
     Err(DicomWebError::NotAcceptable("metadata is served as application/dicom+json only".into()))
 }
 
-/// The media ranges of the Accept header; `None` when it is absent or empty.
+/// Parses the media ranges of the Accept header. Returns `None` when it is absent or empty.
 fn accept_ranges(request: &HttpRequest) -> Option<Vec<MediaType>> {
     let header = request.headers().get(ACCEPT)?.to_str().ok()?;
     let ranges = MediaType::parse_list(header);
@@ -84,15 +84,15 @@ fn media_type_matches(requested: &str, offered: &str) -> bool {
 fn transfer_syntax_matches(requested: Option<&str>, offer: &Offer<'_>) -> bool {
     match requested.map(str::trim) {
         // NOTE: PS3.18 makes Explicit VR Little Endian the default when no
-        // transfer syntax is named; nectar serves the stored syntax instead
+        // transfer syntax is named. nectar serves the stored syntax instead,
         // because it does not transcode.
         None | Some("*") => true,
         Some(uid) => uid == offer.transfer_syntax || offer.equivalent.contains(&uid),
     }
 }
 
-/// The media type of frames or bulk data in transfer syntax `uid` (PS3.18 table 8.7.3-2),
-/// or `None` for native (uncompressed) encodings.
+/// Returns the media type PS3.18 gives frames and bulk data in transfer
+/// syntax `uid`, or `None` for native (uncompressed) encodings.
 pub fn compressed_media_type(uid: &str) -> Option<&'static str> {
     let media_type = match uid {
         "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => {

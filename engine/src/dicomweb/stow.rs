@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use nectar_codecs::meta;
-use nectar_codecs::scan::tags;
+use nectar_codecs::scan::{tags, DatasetEncoding};
 use serde_json::{Map, Value};
 
 use super::errors::DicomWebError;
@@ -41,8 +41,11 @@ mod reason {
     /// 0x0122 "Refused: SOP Class not supported", the nearest standard reason.
     pub const UNSUPPORTED_MEDIA_TYPE: u16 = 0x0122;
     /// Error: the Study Instance UID differs from the one in the request path
-    /// (the value dcm4chee-arc uses).
+    /// (the value of dcm4chee-arc's STOW-RS service).
     pub const STUDY_INSTANCE_UID_MISMATCH: u16 = 0xC409;
+    /// Error: the part's transfer syntax is not supported (the value of
+    /// dcm4chee-arc's STOW-RS service).
+    pub const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
 }
 
 /// The outcome of one part.
@@ -324,6 +327,10 @@ fn check_part(part10: &[u8], path_study_uid: Option<&str>) -> Result<(PartialRec
         sop_class_uid: Some(file_meta.sop_class_uid.clone()).filter(|uid| !uid.is_empty()),
         sop_instance_uid: Some(file_meta.sop_instance_uid.clone()).filter(|uid| !uid.is_empty()),
     };
+    if DatasetEncoding::for_transfer_syntax(&file_meta.transfer_syntax_uid).is_none() {
+        let message = format!("transfer syntax {} is not supported", file_meta.transfer_syntax_uid);
+        return Err(fail(reason::TRANSFER_SYNTAX_NOT_SUPPORTED, message));
+    }
     let dataset = &part10[file_meta.dataset_offset..];
     let attributes = ingest::scan_data_set(dataset, &file_meta.transfer_syntax_uid)
         .map_err(|message| fail(reason::CANNOT_UNDERSTAND, message))?;
