@@ -1,4 +1,4 @@
-//! Content negotiation of WADO-RS responses (PS3.18 section 8.7). nectar
+//! Content negotiation of WADO-RS responses (PS3.18). nectar
 //! serves what it stored and does not transcode, so a request is acceptable
 //! when one Accept media range matches the stored media type and either names
 //! no transfer syntax, names `*`, or names the stored one.

@@ -1,4 +1,4 @@
-//! Frames (`.../frames/{list}`, PS3.18 section 10.4.1.1.3) and bulk data
+//! Frames (`.../frames/{list}`, PS3.18 Retrieve Transaction) and bulk data
 //! (`.../bulkdata/{tag-path}`) of a stored instance.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -27,9 +27,9 @@ struct Encoding {
 
 /// The encoding of pixel data or bulk data of an instance stored in `transfer_syntax`.
 /// dicom-object keeps native values in host byte order whatever the stored
-/// byte order, and little-endian values are identical in Implicit and
-/// Explicit VR Little Endian, so native bytes are named Explicit VR Little
-/// Endian and either little-endian name is acceptable for them.
+/// byte order. Little-endian values are identical in Implicit and Explicit VR
+/// Little Endian, so native bytes are named Explicit VR Little Endian and
+/// either little-endian name is acceptable for them.
 ///
 /// NOTE: this naming is right on little-endian hosts only.
 fn encoding_of(transfer_syntax: &str, encapsulated: bool) -> Encoding {

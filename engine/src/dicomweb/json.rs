@@ -4,11 +4,11 @@
 //!
 //! Choices where the standard leaves room:
 //! - IS and DS values are JSON numbers when they parse as finite numbers,
-//!   else the original strings, so a malformed stored value is not lost
-//!   (PS3.18 F.2.3 says numbers; readers should accept both).
+//!   else the original strings, so a malformed stored value is not lost.
+//!   PS3.18 annex F calls for numbers, so readers should accept both.
 //! - Strings arrive decoded to UTF-8 by dicom-object according to Specific
 //!   Character Set (0008,0005); that attribute is written as stored.
-//! - An attribute with zero-length value has `vr` and no `Value` (F.2.5).
+//! - An attribute with zero-length value has `vr` and no `Value`.
 
 use base64::Engine;
 use dicom_core::header::Header;
@@ -46,7 +46,7 @@ fn write_items(object: &InMemDicomObject, bulk_data: Option<&BulkData<'_>>, path
     out
 }
 
-/// The JSON key of a tag: eight upper-case hex digits.
+/// Formats the JSON key of a tag: eight upper-case hex digits.
 pub fn tag_key(tag: Tag) -> String {
     format!("{:04X}{:04X}", tag.group(), tag.element())
 }
@@ -119,7 +119,7 @@ fn is_binary(vr: VR) -> bool {
     matches!(vr, VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN)
 }
 
-/// The values of a string VR, each without its padding.
+/// Splits the values of a string VR, each without its padding.
 fn strings(value: &PrimitiveValue) -> Vec<String> {
     value.to_multi_str().iter().map(|text| text.trim_matches([' ', '\0']).to_string()).collect()
 }
@@ -132,7 +132,7 @@ fn text_or_null(text: &str) -> Value {
     }
 }
 
-/// A PN value as its Alphabetic, Ideographic and Phonetic component groups (PS3.18 F.2.2).
+/// Writes a PN value as its Alphabetic, Ideographic and Phonetic component groups.
 fn person_name(name: &str) -> Value {
     if name.is_empty() {
         return Value::Null;
@@ -191,23 +191,23 @@ fn numbers(value: &PrimitiveValue) -> Vec<Value> {
     }
 }
 
-/// A finite float as a number; NaN and the infinities, which JSON cannot
-/// represent, as the strings "NaN", "inf" and "-inf".
+/// Writes a finite float as a number. NaN and the infinities, which JSON
+/// cannot represent, become the strings "NaN", "inf" and "-inf".
 fn float(value: f64) -> Value {
     Number::from_f64(value).map(Value::Number).unwrap_or_else(|| Value::String(value.to_string()))
 }
 
-/// One attribute with string values, for building response data sets.
+/// Builds one attribute with string values, for response data sets.
 pub fn attribute(vr: &str, values: &[&str]) -> Value {
     json!({ "vr": vr, "Value": values })
 }
 
-/// One attribute with a US value.
+/// Builds one attribute with a US value.
 pub fn unsigned_short(value: u16) -> Value {
     json!({ "vr": "US", "Value": [value] })
 }
 
-/// One SQ attribute.
+/// Builds one SQ attribute.
 pub fn sequence(items: Vec<Map<String, Value>>) -> Value {
     if items.is_empty() {
         return json!({ "vr": "SQ" });

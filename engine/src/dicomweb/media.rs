@@ -32,12 +32,12 @@ impl MediaType {
         split_outside_quotes(text, b',').iter().filter_map(|range| MediaType::parse(range)).collect()
     }
 
-    /// The value of parameter `name` (lower case).
+    /// Returns the value of parameter `name` (lower case).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
-    /// The `type` parameter of a multipart type, in lower case.
+    /// Returns the `type` parameter of a multipart type, in lower case.
     pub fn related_type(&self) -> Option<String> {
         self.param("type").map(|value| value.trim().to_ascii_lowercase())
     }

@@ -49,7 +49,7 @@ pub fn multipart(related_type: &str, parts: Vec<Part>) -> HttpResponse {
         .body(body)
 }
 
-/// A boundary unlikely to occur in any part: the current time and a
+/// Makes a boundary unlikely to occur in any part from the current time and a
 /// counter mixed into 64 bits, in hex.
 fn new_boundary() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

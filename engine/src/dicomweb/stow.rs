@@ -306,7 +306,7 @@ struct PendingPart {
     started: Instant,
 }
 
-/// The failure of a checked part that storage could not finish or commit.
+/// Builds the failure of a checked part that storage could not finish or commit.
 fn storage_failure(stored: &PartOutcome, error: &StoreError) -> PartFailure {
     let (sop_class_uid, sop_instance_uid) = match stored {
         PartOutcome::Stored { sop_class_uid, sop_instance_uid, .. } => (Some(sop_class_uid.clone()), Some(sop_instance_uid.clone())),

@@ -3,7 +3,7 @@
 
 use actix_web::HttpRequest;
 
-/// The service root, e.g. `http://127.0.0.1:8080/dicomweb`.
+/// Builds the service root, e.g. `http://127.0.0.1:8080/dicomweb`.
 pub fn base_url(request: &HttpRequest) -> String {
     let info = request.connection_info();
     format!("{}://{}/dicomweb", info.scheme(), info.host())

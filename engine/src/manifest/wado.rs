@@ -16,7 +16,7 @@ pub struct StoredInstance {
     pub location: Location,
 }
 
-/// Which instances a request names: a whole study, one series of it, or one instance.
+/// The instances a request names: a whole study, one series of it, or one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceFilter<'a> {
     pub study_instance_uid: &'a str,
@@ -24,7 +24,7 @@ pub struct InstanceFilter<'a> {
     pub sop_instance_uid: Option<&'a str>,
 }
 
-/// The instances matching `filter`, ordered by series and instance number.
+/// Queries the instances matching `filter`, ordered by series and instance number.
 pub fn stored_instances(conn: &Connection, filter: &InstanceFilter<'_>) -> rusqlite::Result<Vec<StoredInstance>> {
     let mut stmt = conn.prepare_cached(
         r#"SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid,
