@@ -1,4 +1,4 @@
-//! The HTTP endpoint: health and Prometheus metrics.
+//! The HTTP endpoint: health, Prometheus metrics and DICOMweb under `/dicomweb`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,12 +7,22 @@ use std::sync::Arc;
 use actix_web::{dev::ServerHandle, web, App, HttpResponse, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::dicomweb;
+use crate::manifest::Manifest;
+use crate::storage::Store;
+
 /// State the HTTP handlers read.
 #[derive(Clone)]
 pub struct HttpState {
     /// True once the DIMSE listener accepts associations.
     pub ready: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
+    /// The segment store STOW-RS writes to and WADO-RS reads from.
+    pub store: Store,
+    /// The manifest STOW-RS enters instances in and WADO-RS queries.
+    pub manifest: Manifest,
+    /// Read-only manifest connections reused across requests.
+    pub manifest_readers: dicomweb::ManifestReaders,
     /// The outbox for `GET /events`; `None` when events are off.
     pub events: Option<crate::events::sse::EventStream>,
 }
@@ -23,15 +33,25 @@ pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHa
         let mut app = App::new()
             .app_data(web::Data::new(state.clone()))
             .route("/health", web::get().to(health))
-            .route("/metrics", web::get().to(metrics));
+            .route("/metrics", web::get().to(metrics))
+            .app_data(web::Data::new(state.manifest.clone()))
+            .configure(dicomweb::configure);
         if let Some(events) = &state.events {
             app = app
                 .app_data(web::Data::new(events.clone()))
-                .app_data(web::Data::new(events.manifest.clone()))
-                .route("/events", web::get().to(crate::events::sse::events))
-                .service(web::scope("/dicomweb").configure(crate::events::delete_routes::configure));
+                .route("/events", web::get().to(crate::events::sse::events));
         }
         app
+    })
+    // A multipart response is written as several chunks (part headers, then
+    // the record borrowed from its segment), so Nagle's algorithm would hold
+    // the last small chunk until the client's delayed ACK, about 40 ms.
+    .on_connect(|connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "failed to set TCP_NODELAY on an HTTP connection");
+            }
+        }
     })
     .workers(1)
     .disable_signals()

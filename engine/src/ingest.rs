@@ -1,10 +1,74 @@
-//! Turning a stored instance's scanned attributes into its manifest entry.
+//! The path every received instance takes, whether it came over C-STORE or
+//! STOW-RS: scan the data set, commit its record, and queue its manifest entry.
 
 use nectar_codecs::meta;
 use nectar_codecs::scan::{self, tags, DatasetEncoding, ScannedAttributes};
 
-use crate::manifest::InstanceRecord;
+use crate::manifest::{InstanceRecord, Manifest};
+use crate::storage::{PendingRecord, SegmentWriter, Store, StoreError};
 use crate::Location;
+
+/// Scans a received data set for the attributes the manifest indexes.
+///
+/// Returns an error message when the transfer syntax is unknown or the data
+/// set cannot be parsed.
+pub fn scan_data_set(dataset: &[u8], transfer_syntax_uid: &str) -> Result<ScannedAttributes, String> {
+    let Some(encoding) = DatasetEncoding::for_transfer_syntax(transfer_syntax_uid) else {
+        return Err(format!("transfer syntax {transfer_syntax_uid} cannot be parsed"));
+    };
+    // A deflated data set is a deflate bitstream, and real senders omit the
+    // pad byte that would make it even (pydicom's image_dfl.dcm is 4303 bytes),
+    // so only uncompressed encodings must have even length (PS3.5 section 7).
+    let deflated = encoding == DatasetEncoding::DeflatedExplicitVrLittleEndian;
+    if !dataset.len().is_multiple_of(2) && !deflated {
+        return Err(format!("data set has odd length {}; DICOM data sets have even length", dataset.len()));
+    }
+    scan::scan_attributes(dataset, encoding).map_err(|error| format!("data set cannot be parsed: {error}"))
+}
+
+/// A finished record with its manifest entry, published in its segment but
+/// not durable yet.
+pub struct FinishedInstance {
+    pending: PendingRecord,
+    partial: PartialRecord,
+    sequence: u64,
+}
+
+/// Finishes the writer's open record so the writer can start the next one.
+pub fn finish_instance(store: &Store, writer: &mut SegmentWriter, partial: PartialRecord) -> Result<FinishedInstance, StoreError> {
+    let sequence = store.next_sequence();
+    let pending = writer.finish_record(sequence)?;
+    Ok(FinishedInstance { pending, partial, sequence })
+}
+
+/// Waits until a finished record is durable, then queues its manifest entry.
+/// Returns the record's location once it is durable.
+///
+/// A failure to queue the manifest entry is logged, not returned: the record
+/// is durable, so recovery enters it at the next start.
+pub async fn commit_finished(store: &Store, manifest: &Manifest, finished: FinishedInstance) -> Result<Location, StoreError> {
+    let location = finished.pending.location;
+    store.commit(finished.pending).await?;
+
+    let row = finished.partial.complete(location, finished.sequence);
+    let sop_instance_uid = row.sop_instance_uid.clone();
+    if let Err(error) = manifest.insert(row).await {
+        tracing::error!(%error, %sop_instance_uid, "failed to queue the manifest entry");
+    }
+    Ok(location)
+}
+
+/// Finishes the writer's open record and commits it ([`finish_instance`]
+/// then [`commit_finished`]).
+pub async fn commit_instance(
+    store: &Store,
+    manifest: &Manifest,
+    writer: &mut SegmentWriter,
+    partial: PartialRecord,
+) -> Result<Location, StoreError> {
+    let finished = finish_instance(store, writer, partial)?;
+    commit_finished(store, manifest, finished).await
+}
 
 /// A manifest entry still missing its place in the store.
 pub struct PartialRecord {

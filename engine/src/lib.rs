@@ -2,6 +2,7 @@
 
 pub mod association;
 pub mod cli;
+pub mod dicomweb;
 pub mod events;
 pub mod http;
 pub mod ingest;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use nectar_codecs::command::{self, status, Command};
 use nectar_codecs::meta::{self, FileMetaFields};
 use nectar_codecs::negotiation::{AcceptedContext, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
-use nectar_codecs::scan::{self, tags, DatasetEncoding};
+use nectar_codecs::scan::tags;
 
 use super::error::AssociationError;
 use super::session::Session;
@@ -142,24 +142,9 @@ impl Session {
     async fn commit_store(&mut self, store: &StoreInProgress) -> Result<(), Failure> {
         let dataset = &self.writer.record_bytes()[store.meta_len..];
         let row = check_data_set(store, dataset, &self.calling_ae_title)?;
-
-        let sequence = self.services.store.next_sequence();
-        let pending = self
-            .writer
-            .finish_record(sequence)
-            .map_err(|error| Failure::new(status::OUT_OF_RESOURCES, format!("storage write failed: {error}")))?;
-        let location = pending.location;
-        self.services
-            .store
-            .commit(pending)
+        ingest::commit_instance(&self.services.store, &self.services.manifest, &mut self.writer, row)
             .await
             .map_err(|error| Failure::new(status::OUT_OF_RESOURCES, format!("storage commit failed: {error}")))?;
-
-        let row = row.complete(location, sequence);
-        if let Err(error) = self.services.manifest.insert(row).await {
-            // The record is durable, so recovery enters it at the next start.
-            tracing::error!(%error, sop_instance_uid = %store.sop_instance_uid, "failed to queue the manifest entry");
-        }
         Ok(())
     }
 
@@ -201,24 +186,8 @@ fn check_command(command: &Command, context: &AcceptedContext) -> Option<Failure
 
 /// Checks a received data set and scans the attributes the manifest indexes.
 fn check_data_set(store: &StoreInProgress, dataset: &[u8], calling_ae_title: &str) -> Result<ingest::PartialRecord, Failure> {
-    let Some(encoding) = DatasetEncoding::for_transfer_syntax(&store.transfer_syntax_uid) else {
-        return Err(Failure::new(
-            status::CANNOT_UNDERSTAND,
-            format!("transfer syntax {} cannot be parsed", store.transfer_syntax_uid),
-        ));
-    };
-    // A deflated data set is a deflate bitstream, and real senders omit the
-    // pad byte that would make it even (pydicom's image_dfl.dcm is 4303 bytes),
-    // so only uncompressed encodings must have even length (PS3.5 section 7).
-    let deflated = encoding == DatasetEncoding::DeflatedExplicitVrLittleEndian;
-    if !dataset.len().is_multiple_of(2) && !deflated {
-        return Err(Failure::new(
-            status::CANNOT_UNDERSTAND,
-            format!("data set has odd length {}; DICOM data sets have even length", dataset.len()),
-        ));
-    }
-    let attributes = scan::scan_attributes(dataset, encoding)
-        .map_err(|error| Failure::new(status::CANNOT_UNDERSTAND, format!("data set cannot be parsed: {error}")))?;
+    let attributes = ingest::scan_data_set(dataset, &store.transfer_syntax_uid)
+        .map_err(|message| Failure::new(status::CANNOT_UNDERSTAND, message))?;
 
     match attributes.text(tags::SOP_INSTANCE_UID).filter(|uid| !uid.is_empty()) {
         None => {

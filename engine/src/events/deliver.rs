@@ -20,8 +20,8 @@ pub fn render(store: &Store, event: &OutboxEvent, record: Option<Location>) -> S
         }
     };
     match attributes {
-        // The body is serde_json output with sorted keys and no spaces, and
-        // "attributes" is a key of the image object only.
+        // The body is compact serde_json output, and "attributes" is a key of
+        // the image object only.
         Some(attributes) => event.body.replacen("\"attributes\":null", &format!("\"attributes\":{attributes}"), 1),
         None => event.body.clone(),
     }

@@ -87,6 +87,7 @@ mod event_api;
 pub(crate) mod outbox;
 mod query;
 mod retrieve;
+pub mod wado;
 mod record;
 pub mod schema;
 mod writer;

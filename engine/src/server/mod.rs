@@ -148,7 +148,14 @@ async fn run_until_signal(
         manifest: services.manifest.clone(),
         store: services.store.clone(),
     });
-    let http_state = HttpState { ready: ready.clone(), prometheus, events: event_stream };
+    let http_state = HttpState {
+        ready: ready.clone(),
+        prometheus,
+        store: services.store.clone(),
+        manifest: services.manifest.clone(),
+        manifest_readers: crate::dicomweb::ManifestReaders::new(services.manifest.clone()),
+        events: event_stream,
+    };
     let (http_handle, http_address) = http::start(config.http_address, http_state)
         .map_err(|source| ServeError::Bind { what: "HTTP", address: config.http_address, source })?;
 

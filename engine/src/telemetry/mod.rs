@@ -5,6 +5,7 @@
 //! Association id, AE titles and peer address come from the caller's span.
 
 pub mod find;
+pub mod http;
 
 use std::time::Duration;
 
