@@ -62,6 +62,10 @@ def check_instance_events(events, instances) -> None:
     assert stored.data["image"]["transferSyntaxUID"] == instances[0].transfer_syntax
     assert stored.data["store"]["provider"] == "nectar"
     assert stored.data["store"]["externalUrl"].endswith(f"/instances/{instances[0].sop_instance}")
+    attributes = stored.data["image"]["attributes"]
+    assert attributes["00080018"] == {"vr": "UI", "Value": [instances[0].sop_instance]}
+    assert attributes["00100010"]["vr"] == "PN" and "Alphabetic" in attributes["00100010"]["Value"][0]
+    assert "7FE00010" not in attributes, "attributes stop before Pixel Data"
 
 
 def test_study_revisions_over_nats(nectar_factory, nats_server, tmp_path):

@@ -23,6 +23,9 @@ pub struct HttpState {
     pub manifest: Manifest,
     /// Read-only manifest connections reused across requests.
     pub manifest_readers: dicomweb::ManifestReaders,
+    /// Base URL of the DICOMweb service for RetrieveURL and BulkDataURI values;
+    /// `None`: built from each request's Host header.
+    pub public_url: Option<String>,
     /// The outbox for `GET /events`; `None` when events are off.
     pub events: Option<crate::events::sse::EventStream>,
 }

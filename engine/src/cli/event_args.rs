@@ -30,8 +30,9 @@ pub struct EventArgs {
     #[arg(long, env = "NECTAR_EVENT_PROVIDER", default_value = "nectar")]
     pub event_provider: String,
 
-    /// Base URL of the DICOMweb service as clients outside the deployment reach it, for the
-    /// WADO-RS URLs in events. Default: the internal URL.
+    /// Base URL of the DICOMweb service as clients reach it, e.g. https://pacs.example/dicomweb:
+    /// used in RetrieveURL and BulkDataURI values and the WADO-RS URLs of events. Default: built
+    /// from each request's Host header (events: the internal URL).
     #[arg(long, env = "NECTAR_PUBLIC_URL")]
     pub public_url: Option<String>,
 

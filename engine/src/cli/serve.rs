@@ -330,8 +330,10 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
+    let public_url = args.events.public_url.as_ref().map(|url| url.trim_end_matches('/').to_owned());
     let config = ServeConfig {
         events,
+        public_url,
         data_dir: args.data.data_dir,
         ae_title: args.ae_title,
         dimse_address: (args.bind, args.dimse_port).into(),

@@ -12,24 +12,22 @@ pub fn render(store: &Store, event: &OutboxEvent, record: Option<Location>) -> S
     let (Some(location), event_type::IMAGE_STORED) = (record, event.event_type.as_str()) else {
         return event.body.clone();
     };
-    let attributes = match store.read(location) {
-        Ok(record) => image_attributes(record.bytes()),
-        Err(error) => {
-            tracing::warn!(event_id = event.id.as_str(), %error, "record of an ImageStoredEvent unreadable");
-            None
-        }
-    };
-    match attributes {
+    match image_attributes(store, location) {
         // The body is compact serde_json output, and "attributes" is a key of
         // the image object only.
-        Some(attributes) => event.body.replacen("\"attributes\":null", &format!("\"attributes\":{attributes}"), 1),
-        None => event.body.clone(),
+        Ok(attributes) => event.body.replacen("\"attributes\":null", &format!("\"attributes\":{attributes}"), 1),
+        Err(error) => {
+            tracing::warn!(event_id = event.id.as_str(), %error, "attributes of an ImageStoredEvent unreadable");
+            event.body.clone()
+        }
     }
 }
 
-/// The top-level attributes before Pixel Data of a stored Part 10 file, as DICOM JSON.
-fn image_attributes(_part10: &[u8]) -> Option<Value> {
-    None
+/// The top-level attributes before Pixel Data of a stored instance, as DICOM
+/// JSON. Binary values are inline (Pixel Data is never read).
+fn image_attributes(store: &Store, location: Location) -> Result<Value, String> {
+    let object = crate::query::read_stored(store, location)?;
+    Ok(Value::Object(crate::dicomweb::json::write_dataset(&object, None)))
 }
 
 /// The metrics label of an event type (a fixed set).

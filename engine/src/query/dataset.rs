@@ -13,7 +13,7 @@ use crate::storage::Store;
 use crate::Location;
 
 /// Reads the record at `location` (a Part 10 file) up to Pixel Data.
-pub(super) fn read_stored(store: &Store, location: Location) -> Result<InMemDicomObject, String> {
+pub(crate) fn read_stored(store: &Store, location: Location) -> Result<InMemDicomObject, String> {
     let record = store
         .read(location)
         .map_err(|error| format!("store read failed: {error}"))?;

@@ -19,6 +19,8 @@ pub mod sql;
 
 mod dataset;
 
+pub(crate) use dataset::read_stored;
+
 use dicom_core::{Tag, VR};
 
 pub use matching::Matcher;

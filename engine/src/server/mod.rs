@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub manifest: ManifestConfig,
     /// Events: `None` records none.
     pub events: Option<EventsSetup>,
+    /// Base URL of the DICOMweb service as clients reach it, without a trailing slash.
+    pub public_url: Option<String>,
 }
 
 /// How events are recorded and where they go.
@@ -154,6 +156,7 @@ async fn run_until_signal(
         store: services.store.clone(),
         manifest: services.manifest.clone(),
         manifest_readers: crate::dicomweb::ManifestReaders::new(services.manifest.clone()),
+        public_url: config.public_url.clone(),
         events: event_stream,
     };
     let (http_handle, http_address) = http::start(config.http_address, http_state)
