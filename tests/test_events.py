@@ -250,3 +250,60 @@ def test_nats_user_password_and_a_wrong_one(nectar_factory, tmp_path):
         check_instance_events(events, instances)
     finally:
         server.stop()
+
+
+def test_one_event_in_binary_mode(nectar_factory, tmp_path):
+    import json
+    import urllib.request
+    srv = nectar_factory("--study-quiet-period", "60s")
+    [instance] = make_instances(tmp_path / "one", 1)
+    send(srv, [instance])
+    base = f"http://127.0.0.1:{srv.http_port}"
+    [stored, available] = read_sse(base, after=0, want=2, idle=5.0)
+    with urllib.request.urlopen(f"{base}/events/{stored.position}", timeout=10) as response:
+        headers = response.headers
+        data = json.loads(response.read())
+    assert headers["ce-specversion"] == "1.0"
+    assert headers["ce-id"] == stored.id
+    assert headers["ce-type"] == "ImageStoredEvent"
+    assert headers["ce-subject"] == instance.sop_instance
+    assert headers["Content-Type"].startswith("application/json")
+    assert data == stored.data
+    assert http_get_status(f"{base}/events/{available.position + 100}") == 404
+
+
+def http_get_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_full_outbox_holds_ingest_back_until_nats_returns(nectar_factory, tmp_path):
+    import threading
+    server = NatsServer(tmp_path / "nats").start()
+    server.stop()  # nectar starts while NATS is away
+    srv = nectar_factory("--nats-url", server.url, "--outbox-bound", "6", "--manifest-queue", "1",
+                         "--manifest-max-batch", "1", "--study-quiet-period", QUIET)
+    instances = make_instances(tmp_path / "study", 12)
+    result = {}
+    sender = threading.Thread(target=lambda: result.update(run=storescu(srv.dimse_port, [i.path for i in instances])))
+    sender.start()
+    try:
+        # Six events fit; then the writer waits and the association with it.
+        assert wait_for(lambda: srv.metrics().get("nectar_outbox_full_total", 0) >= 1, 30.0), srv.log_tail()
+        assert sender.is_alive(), "the sender finished although the outbox was full"
+        server.start()
+        sender.join(timeout=120)
+        assert not sender.is_alive()
+        assert len(result["run"].succeeded()) == len(instances), result["run"].output
+        study = study_of(instances[0])
+        events = wait_for(lambda: (ev := server.stream_events()) and revisions(ev, study) and ev, 60.0)
+        assert events, srv.log_tail()
+        check_instance_events(events, instances)
+    finally:
+        sender.join(timeout=120)
+        server.stop()

@@ -42,7 +42,8 @@ pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHa
         if let Some(events) = &state.events {
             app = app
                 .app_data(web::Data::new(events.clone()))
-                .route("/events", web::get().to(crate::events::sse::events));
+                .route("/events", web::get().to(crate::events::sse::events))
+                .route("/events/{position}", web::get().to(crate::events::sse::event));
         }
         app
     })

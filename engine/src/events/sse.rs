@@ -1,4 +1,5 @@
-//! `GET /events`: the outbox as a server-sent-events stream.
+//! `GET /events`: the outbox as a server-sent-events stream, and
+//! `GET /events/{position}`: one event in binary mode.
 //!
 //! Each event is one SSE message: `id` is its outbox position, `event` its
 //! CloudEvents type, `data` the CloudEvent in structured JSON. A client that
@@ -117,4 +118,40 @@ impl Reader {
             }
         }
     }
+}
+
+/// The handler of `GET /events/{position}`: one event in the CloudEvents HTTP
+/// binding's binary mode. Its attributes are `ce-*` headers, `datacontenttype`
+/// is the Content-Type, and the body is `data`. 404 when the outbox has no
+/// event at that position (never written, or pruned).
+pub async fn event(position: web::Path<i64>, state: web::Data<EventStream>) -> HttpResponse {
+    let position = position.into_inner();
+    let manifest = state.manifest.clone();
+    let found = tokio::task::spawn_blocking(move || manifest.events_after(position - 1, 1)).await;
+    let (event, record) = match found {
+        Ok(Ok(mut events)) if events.first().is_some_and(|(e, _)| e.seq == position) => events.remove(0),
+        Ok(Ok(_)) => {
+            return HttpResponse::NotFound()
+                .content_type("application/json")
+                .body(serde_json::json!({"error": format!("no event at position {position}")}).to_string())
+        }
+        _ => return HttpResponse::ServiceUnavailable().finish(),
+    };
+    let body = deliver::render(&state.store, &event, record);
+    let Ok(serde_json::Value::Object(mut cloud)) = serde_json::from_str(&body) else {
+        return HttpResponse::InternalServerError().finish();
+    };
+    let data = cloud.remove("data").unwrap_or(serde_json::Value::Null);
+    let content_type = cloud
+        .remove("datacontenttype")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "application/json".to_owned());
+    let mut response = HttpResponse::Ok();
+    response.content_type(content_type);
+    for (name, value) in cloud {
+        if let Some(text) = value.as_str() {
+            response.insert_header((format!("ce-{name}"), text.to_owned()));
+        }
+    }
+    response.body(data.to_string())
 }

@@ -238,6 +238,12 @@ fn start_event_consumers(
         tasks.push(actix_rt::spawn(router.run(touches, stop.clone())));
     }
     if let Some(nats_config) = events.nats.clone() {
+        // Ingest is held back from the start if the outbox is already full
+        // and NATS does not come up.
+        match services.manifest.event_cursor(nats::CONSUMER) {
+            Ok(taken) => services.manifest.report_taken(taken),
+            Err(error) => tracing::error!(%error, "reading the NATS cursor failed"),
+        }
         let publisher = nats::run(nats_config, services.manifest.clone(), services.store.clone(), stop);
         tasks.push(actix_rt::spawn(publisher));
     }
