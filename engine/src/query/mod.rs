@@ -65,14 +65,10 @@ impl Level {
         }
     }
 
-    /// Returns the label of this level in metrics and logs.
+    /// Returns the label of this level in metrics and logs: its keyword, as the
+    /// retrieve metrics use it.
     pub fn label(self) -> &'static str {
-        match self {
-            Level::Patient => "patient",
-            Level::Study => "study",
-            Level::Series => "series",
-            Level::Image => "image",
-        }
+        self.keyword()
     }
 }
 

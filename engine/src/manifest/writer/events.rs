@@ -61,6 +61,10 @@ impl Writer {
             Ok(head) => {
                 sink.head.send_replace(head);
                 metrics::gauge!("nectar_outbox_head").set(head as f64);
+                if let Some((_, taken)) = &sink.bound {
+                    let depth = head - taken.load(Ordering::Acquire);
+                    metrics::gauge!("nectar_outbox_depth").set(depth.max(0) as f64);
+                }
             }
             Err(error) => tracing::error!(%error, "reading the outbox head failed"),
         }
