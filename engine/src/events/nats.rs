@@ -2,9 +2,10 @@
 //!
 //! One task takes the outbox in order from its cursor (`event_cursors`,
 //! consumer `nats`) and publishes each event to `<prefix>.<type>` with
-//! `Nats-Msg-Id` set to the event id, waiting for JetStream's acknowledgement
-//! before it moves on, so the stream holds the events in outbox order and
-//! drops the copies a restart publishes again. While NATS is unreachable the
+//! `Nats-Msg-Id` set to the event id. It publishes a batch on one connection,
+//! then waits for JetStream's acknowledgements in order before it moves the
+//! cursor, so the stream holds the events in outbox order and drops the
+//! copies a retry or a restart publishes again. While NATS is unreachable the
 //! events wait in the outbox and the task retries with a growing delay. The
 //! manifest holds ingest back once the outbox holds more untaken events than
 //! its bound.
@@ -141,15 +142,22 @@ async fn publish_until_error(config: &NatsConfig, manifest: &Manifest, store: &S
             head.wait_for(|newest| *newest > cursor).await.map_err(|_| "the manifest closed".to_string())?;
             continue;
         }
-        for (event, record) in batch {
-            let body = deliver::render(store, &event, record);
+        // Publish the whole batch, then wait for the acknowledgements in order:
+        // one connection keeps the publish order, and after a failure the batch
+        // is sent again from the cursor, where JetStream drops what it has.
+        let started = Instant::now();
+        let mut pending = Vec::with_capacity(batch.len());
+        for (event, record) in &batch {
+            let body = deliver::render(store, event, *record);
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", event.id.as_str());
-            let started = Instant::now();
             let ack = context
                 .publish_with_headers(config.subject(&event.event_type), headers, body.into())
                 .await
                 .map_err(|e| format!("publishing {}: {e}", event.id))?;
+            pending.push((event, ack));
+        }
+        for (event, ack) in pending {
             tokio::time::timeout(ACK_TIMEOUT, ack)
                 .await
                 .map_err(|_| format!("no acknowledgement for {} within {ACK_TIMEOUT:?}", event.id))?
