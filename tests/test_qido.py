@@ -322,7 +322,16 @@ def test_orthanc_same_uids(loaded, orthanc_loaded):
                            if all(_text(ds, "SOPInstanceUID") in missing for ds in items)}
     only_nectar_series = {uid for uid, items in corpus.series().items()
                           if all(_text(ds, "SOPInstanceUID") in missing for ds in items)}
-    theirs_client = DICOMwebClient(orthanc_loaded.base_url + "/dicom-web", timeout=HTTP_TIMEOUT)
+
+    def orthanc_search(resource: str, filters: dict[str, str]) -> list[dict]:
+        # Orthanc 1.10.1 does not percent-decode QIDO-RS values (PatientName=Ano%2A
+        # matches nothing), so the query string goes out unencoded; every value
+        # here is letters, digits, '*' and '-'.
+        query = "&".join(f"{key}={value}" for key, value in filters.items())
+        response = requests.get(f"{orthanc_loaded.base_url}/dicom-web/{resource}?{query}", timeout=HTTP_TIMEOUT,
+                                headers={"Accept": "application/dicom+json"})
+        assert response.status_code in (200, 204), response.text[:500]
+        return response.json() if response.content else []
 
     # Orthanc matches a study with an empty StudyDate against a range without a
     # lower bound; nectar matches empty values only with universal matching.
@@ -335,22 +344,22 @@ def test_orthanc_same_uids(loaded, orthanc_loaded):
         ("studies", {"StudyDate": "-20100101"}, STUDY_UID, undated),
         ("studies", {"StudyDate": "20000101-20100101"}, STUDY_UID, set()),
         ("studies", {"ModalitiesInStudy": "MR"}, STUDY_UID, set()),
-        # Orthanc's QIDO-RS matches names case-sensitively by default, so the
-        # pattern keeps the stored case.
-        ("studies", {"PatientName": f"{name[:3]}*"}, STUDY_UID, set()),
+        ("studies", {"PatientName": f"{name[:3].lower()}*"}, STUDY_UID, set()),
         ("series", {"Modality": "MR"}, SERIES_UID, set()),
     ]
     for resource, filters, tag, only_orthanc in searches:
         search = {"studies": "search_for_studies", "series": "search_for_series"}[resource]
         ours = set(values(getattr(loaded.client, search)(search_filters=filters), tag))
-        theirs = set(values(getattr(theirs_client, search)(search_filters=filters), tag))
+        theirs = set(values(orthanc_search(resource, filters), tag))
+        # test_cstore_instance_found stored one study in nectar alone.
+        known = set(corpus.studies()) if tag == STUDY_UID else set(corpus.series())
         left_out = only_nectar_studies if tag == STUDY_UID else only_nectar_series
-        ours -= left_out
+        ours = (ours & known) - left_out
         assert ours.isdisjoint(only_orthanc), filters
         assert ours == theirs - only_orthanc, (resource, filters, sorted(ours ^ theirs)[:5])
         assert ours, f"{filters} matched nothing: the comparison would prove nothing"
 
     study_uid = _study_with_most_series(corpus)
     ours = set(values(loaded.client.search_for_series(study_instance_uid=study_uid), SERIES_UID))
-    theirs = set(values(theirs_client.search_for_series(study_instance_uid=study_uid), SERIES_UID))
+    theirs = set(values(orthanc_search(f"studies/{study_uid}/series", {}), SERIES_UID))
     assert ours - only_nectar_series == theirs
