@@ -1,5 +1,5 @@
 //! QIDO-RS (PS3.18 section 10.6): searches for studies, series and instances,
-//! answered as `application/dicom+json`, a JSON array of data sets.
+//! returned as `application/dicom+json`, a JSON array of data sets.
 //!
 //! The query runner streams matches from a blocking thread over a bounded
 //! channel, and the response body writes each match as it arrives, so a large
@@ -149,7 +149,7 @@ pub fn write_row(row: &ResultRow, level: Level, base: &str) -> serde_json::Map<S
     json::write_dataset(&object, None)
 }
 
-/// The WADO-RS URL of the matched study, series or instance.
+/// Builds the WADO-RS URL of the matched study, series or instance.
 fn retrieve_url(row: &ResultRow, level: Level, base: &str) -> Option<String> {
     let study = text(row, tags::STUDY_INSTANCE_UID)?;
     let study_url = urls::study_url(base, study);

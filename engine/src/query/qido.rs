@@ -6,10 +6,10 @@
 //! [`super::matching`]; UID lists may be separated by commas or backslashes.
 //! Any other parameter name is an error, as is a value invalid for its VR.
 //!
-//! The returned attributes are those PS3.18 table 6.7.1-2 lists for the level,
-//! with the study (and series) attributes added when the search is not scoped
-//! to a study (or series), the unique keys of every level down to the searched
-//! one, and the included fields.
+//! The returned attributes are those PS3.18 table 6.7.1-2 lists for the level.
+//! A search not scoped to a study adds the study attributes, and an instance
+//! search not scoped to a series adds the series attributes. The unique keys
+//! of every level down to the searched one and the included fields come too.
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
@@ -120,7 +120,7 @@ pub fn parse(level: Level, scope: &Scope, params: &[(String, String)]) -> Result
     Ok(search)
 }
 
-/// The fields of PS3.18 table 6.7.1-2 for a search at `level` within `scope`.
+/// Lists the fields of PS3.18 table 6.7.1-2 for a search at `level` within `scope`.
 fn default_fields(level: Level, scope: &Scope) -> Vec<&'static Tag> {
     let mut fields: Vec<&Tag> = Vec::new();
     let with_study = level == Level::Study || scope.study.is_none();
@@ -201,7 +201,7 @@ fn add_match(keys: &mut Vec<Key>, level: Level, name: &str, value: &str) -> Resu
     merge(keys, &path, matcher)
 }
 
-/// The study and series UIDs of the path are single-value matches.
+/// Adds the study and series UIDs of the path as single-value matches.
 fn add_path_uids(keys: &mut Vec<Key>, scope: &Scope) -> Result<(), String> {
     let path_uids = [
         (tags::STUDY_INSTANCE_UID, scope.study.as_ref()),

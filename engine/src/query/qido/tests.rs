@@ -91,7 +91,7 @@ fn unknown_or_invalid_parameters_are_rejected() {
 }
 
 #[test]
-fn lower_level_match_is_rejected_and_include_is_skipped() {
+fn lower_level_key_rejected_or_skipped() {
     assert!(search(Level::Study, &[("Modality", "CT")]).unwrap_err().contains("series"));
     let included = search(Level::Study, &[("includefield", "Modality")]).unwrap();
     assert!(matcher(&included, tags::MODALITY).is_none());
