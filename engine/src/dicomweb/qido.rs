@@ -36,7 +36,9 @@ pub async fn search(
     level: Level,
     scope: Scope,
 ) -> Result<HttpResponse, DicomWebError> {
-    accept::check_json(&request)?;
+    accept::check_json(&request).map_err(|_| {
+        DicomWebError::NotAcceptable("search results are served as application/dicom+json only".into())
+    })?;
     let started = Instant::now();
     let params = web::Query::<Vec<(String, String)>>::from_query(request.query_string())
         .map_err(|error| DicomWebError::BadRequest(format!("query string cannot be decoded: {error}")))?
