@@ -9,9 +9,9 @@ Run it inside a private network namespace, as bench/compare does:
 Each round starts one receiver with an empty data directory on 127.0.0.1,
 stores the generated instances with STOW-RS (one client, requests of
 --parts-per-request parts, keep-alive), then retrieves every instance once
-with WADO-RS and checks its size, then runs three QIDO-RS searches per study
-(the study by its UID, the series of the study, the instances of each series)
-and checks the number of matches. Instances are copies of CT_small.dcm from
+with WADO-RS and checks its size. Then it searches with QIDO-RS for each study
+by its UID, for the series of each study and for the instances of each
+series, and checks the number of matches. Instances are copies of CT_small.dcm from
 the pinned test corpus with fresh SOP Instance UIDs, --instances-per-study
 instances per study. Figures are medians over the rounds; the ratio is
 nectar's rate divided by Orthanc's. Both receivers flush each instance to
