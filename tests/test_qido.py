@@ -299,6 +299,10 @@ def test_status_codes(loaded, tmp_path):
 
     status, headers, body = curl(url("/dicomweb/studies?PatientName=NoSuchPatient*"), tmp_path)
     assert (status, body) == (204, b"")
+    assert "warning" not in headers
+    status, headers, body = curl(url("/dicomweb/studies?limit=1&fuzzymatching=true"), tmp_path)
+    assert status == 200
+    assert headers["warning"].startswith("299 "), headers
     assert loaded.client.search_for_studies(search_filters={"PatientName": "NoSuchPatient*"}) == []
 
 

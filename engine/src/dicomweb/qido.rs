@@ -8,7 +8,8 @@
 
 use std::time::Instant;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::header::WARNING;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
@@ -47,11 +48,12 @@ pub async fn search(
 
     // Instances acknowledged before the search are visible to it.
     state.manifest.flush_async().await?;
+    let fuzzy = search.fuzzy;
     let mut rows = spawn(search.query, &state);
     let first = match rows.recv().await {
         None => {
             telemetry::search_finished(level.label(), 0, true, started.elapsed());
-            return Ok(HttpResponse::NoContent().finish());
+            return Ok(response(HttpResponse::NoContent(), fuzzy).finish());
         }
         Some(Err(error)) => return Err(DicomWebError::Unavailable(error.comment)),
         Some(Ok(row)) => row,
@@ -68,7 +70,19 @@ pub async fn search(
         let chunk = body.next_chunk().await?;
         Some((chunk, body))
     });
-    Ok(HttpResponse::Ok().content_type("application/dicom+json").streaming(chunks))
+    Ok(response(HttpResponse::Ok(), fuzzy).content_type("application/dicom+json").streaming(chunks))
+}
+
+/// Adds a Warning header when the request had `fuzzymatching=true`: nectar
+/// matches person names case-insensitively and does no other fuzzy matching.
+fn response(mut builder: HttpResponseBuilder, fuzzy: bool) -> HttpResponseBuilder {
+    if fuzzy {
+        builder.insert_header((
+            WARNING,
+            "299 nectar: \"The fuzzymatching parameter is not supported. Only literal matching has been performed.\"",
+        ));
+    }
+    builder
 }
 
 /// Runs `query` on a pooled manifest connection on a blocking thread.
