@@ -3,7 +3,7 @@
 //!
 //! The query runner streams matches from a blocking thread over a bounded
 //! channel, and the response body writes each match as it arrives, so a large
-//! result is never held whole. A search without matches answers 204 No
+//! result is never held whole. A search without matches returns 204 No
 //! Content with an empty body.
 
 use std::time::Instant;
