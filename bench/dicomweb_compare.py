@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""STOW-RS and WADO-RS throughput of nectar beside Orthanc with its DICOMweb
-plugin, in the same run.
+"""STOW-RS, WADO-RS and QIDO-RS throughput of nectar beside Orthanc with its
+DICOMweb plugin, in the same run.
 
 Run it inside a private network namespace, as bench/compare does:
 
@@ -9,7 +9,9 @@ Run it inside a private network namespace, as bench/compare does:
 Each round starts one receiver with an empty data directory on 127.0.0.1,
 stores the generated instances with STOW-RS (one client, requests of
 --parts-per-request parts, keep-alive), then retrieves every instance once
-with WADO-RS and checks its size. Instances are copies of CT_small.dcm from
+with WADO-RS and checks its size. Then it searches with QIDO-RS for each study
+by its UID, for the series of each study and for the instances of each
+series, and checks the number of matches. Instances are copies of CT_small.dcm from
 the pinned test corpus with fresh SOP Instance UIDs, --instances-per-study
 instances per study. Figures are medians over the rounds; the ratio is
 nectar's rate divided by Orthanc's. Both receivers flush each instance to
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import json
 import platform
 import shlex
 import statistics
@@ -107,7 +110,39 @@ def retrieve(port: int, root: str, instances) -> float:
     return elapsed
 
 
-def run_round(name: str, work: Path, instances, parts_per_request: int) -> tuple[float, float]:
+def searches(instances) -> list[tuple[str, int]]:
+    """(path below the DICOMweb root, expected matches) of the QIDO-RS searches of one round."""
+    series_sizes: dict[tuple[str, str], int] = {}
+    for study, series, _, _ in instances:
+        series_sizes[(study, series)] = series_sizes.get((study, series), 0) + 1
+    studies = {study for study, _ in series_sizes}
+    out = []
+    for study in sorted(studies):
+        out.append((f"/studies?StudyInstanceUID={study}", 1))
+        out.append((f"/studies/{study}/series", sum(1 for s, _ in series_sizes if s == study)))
+    for (study, series), size in sorted(series_sizes.items()):
+        out.append((f"/studies/{study}/series/{series}/instances", size))
+    return out
+
+
+def search(port: int, root: str, instances) -> float:
+    """Runs the searches of `searches`; returns the elapsed seconds."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
+    started = time.perf_counter()
+    for path, expected in searches(instances):
+        connection.request("GET", f"{root}{path}", headers={"Accept": "application/dicom+json"})
+        response = connection.getresponse()
+        body = response.read()
+        matches = len(json.loads(body)) if body else 0
+        if response.status != 200 or matches != expected:
+            raise RuntimeError(f"QIDO-RS {path} on port {port}: status {response.status}, "
+                               f"{matches} matches, expected {expected}")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+def run_round(name: str, work: Path, instances, parts_per_request: int) -> tuple[float, float, float]:
     if name == "nectar":
         server = Nectar(work / "data", work / "logs").start()
         port, root = server.http_port, "/dicomweb"
@@ -115,7 +150,8 @@ def run_round(name: str, work: Path, instances, parts_per_request: int) -> tuple
         server = Orthanc(work, dicomweb=True).start()
         port, root = server.http_port, "/dicom-web"
     try:
-        return stow(port, root, instances, parts_per_request), retrieve(port, root, instances)
+        stored = stow(port, root, instances, parts_per_request)
+        return stored, retrieve(port, root, instances), search(port, root, instances)
     finally:
         server.stop()
 
@@ -132,19 +168,22 @@ def main() -> int:
 
     instances = make_instances(args.instances, args.instances_per_study)
     total_mb = sum(len(i[3]) for i in instances) / 1e6
-    results: dict[str, list[tuple[float, float]]] = {"nectar": [], "orthanc": []}
+    results: dict[str, list[tuple[float, float, float]]] = {"nectar": [], "orthanc": []}
+    search_count = len(searches(instances))
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     started = time.monotonic()
     for round_number in range(args.rounds):
         for name in results:
             with tempfile.TemporaryDirectory(prefix=f"dicomweb-{name}-") as work:
                 results[name].append(run_round(name, Path(work), instances, args.parts_per_request))
-            print(f"round {round_number + 1} {name}: stow {results[name][-1][0]:.2f} s, "
-                  f"wado {results[name][-1][1]:.2f} s", file=sys.stderr)
+            stow_s, wado_s, qido_s = results[name][-1]
+            print(f"round {round_number + 1} {name}: stow {stow_s:.2f} s, wado {wado_s:.2f} s, "
+                  f"qido {qido_s:.2f} s", file=sys.stderr)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
 
     def rate(name: str, phase: int) -> float:
-        return statistics.median(args.instances / r[phase] for r in results[name])
+        count = search_count if phase == 2 else args.instances
+        return statistics.median(count / r[phase] for r in results[name])
 
     rows = []
     for phase, label in ((0, "STOW-RS store"), (1, "WADO-RS retrieve")):
@@ -152,11 +191,14 @@ def main() -> int:
         rows.append(f"| {label} | {nectar_rate:,.0f} | {orthanc_rate:,.0f} | "
                     f"{nectar_rate * total_mb / args.instances:.1f} | {orthanc_rate * total_mb / args.instances:.1f} | "
                     f"{nectar_rate / orthanc_rate:.2f} |")
+    nectar_rate, orthanc_rate = rate("nectar", 2), rate("orthanc", 2)
+    rows.append(f"| QIDO-RS search (searches/s) | {nectar_rate:,.1f} | {orthanc_rate:,.1f} | - | - | "
+                f"{nectar_rate / orthanc_rate:.2f} |")
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = shlex.join(["bench/dicomweb_compare.py", *sys.argv[1:]])
     section = "\n".join([
         "",
-        "## DICOMweb: STOW-RS and WADO-RS, nectar and Orthanc",
+        "## DICOMweb: STOW-RS, WADO-RS and QIDO-RS, nectar and Orthanc",
         "",
         f"Written by `{command}` (inside `unshare --net` with lo up). Date: {date}. "
         f"Duration {(time.monotonic() - started) / 60:.1f} min. Load average {' '.join(load_before)} before, "
@@ -164,7 +206,9 @@ def main() -> int:
         "",
         f"{args.instances} copies of CT_small.dcm ({total_mb:.1f} MB in all), {args.instances_per_study} per study, "
         f"stored with STOW-RS in requests of {args.parts_per_request} parts over one keep-alive connection, then "
-        "each retrieved once with WADO-RS (instance level). One Python client on the same cores as the receiver. "
+        "each retrieved once with WADO-RS (instance level), then "
+        f"{search_count} QIDO-RS searches: each study by its UID, the series of each study and the instances "
+        "of each series, each checked for its number of matches. One Python client on the same cores as the receiver. "
         f"Medians over {args.rounds} rounds; each round starts the receiver with an empty data directory. "
         "Both receivers make each instance durable before they respond: nectar flushes the parts of a request "
         "together (one msync per segment per batch), Orthanc writes and syncs each instance on its own "

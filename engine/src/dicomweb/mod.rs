@@ -9,6 +9,7 @@ mod frames;
 pub mod json;
 pub mod media;
 pub mod multipart;
+mod qido;
 mod readers;
 mod response;
 mod routes;

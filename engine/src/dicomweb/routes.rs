@@ -10,7 +10,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::errors::DicomWebError;
 use super::wado::{self, ResourcePath};
-use super::{frames, stow};
+use super::{frames, qido, stow};
+use crate::query::qido::Scope;
+use crate::query::Level;
 use crate::http::HttpState;
 use crate::telemetry::http as telemetry;
 
@@ -33,6 +35,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 }
             })
             .route("/studies", web::post().to(stow::store_instances))
+            .route("/studies", web::get().to(search_studies))
+            .route("/series", web::get().to(search_series))
+            .route("/instances", web::get().to(search_instances))
+            .route("/studies/{study}/series", web::get().to(search_study_series))
+            .route("/studies/{study}/instances", web::get().to(search_study_instances))
+            .route("/studies/{study}/series/{series}/instances", web::get().to(search_series_instances))
             .route("/studies/{study}", web::post().to(stow::store_study_instances))
             .route("/studies/{study}", web::get().to(retrieve_study))
             .route("/studies/{study}/metadata", web::get().to(study_metadata))
@@ -132,4 +140,31 @@ async fn instance_bulk_data(
     let (study, series, instance, tag_path) = path.into_inner();
     let resource = ResourcePath { study, series: Some(series), instance: Some(instance) };
     frames::bulk_data(request, state, resource, tag_path).await
+}
+
+async fn search_studies(request: HttpRequest, state: web::Data<HttpState>) -> Result<HttpResponse, DicomWebError> {
+    qido::search(request, state, Level::Study, Scope::default()).await
+}
+
+async fn search_series(request: HttpRequest, state: web::Data<HttpState>) -> Result<HttpResponse, DicomWebError> {
+    qido::search(request, state, Level::Series, Scope::default()).await
+}
+
+async fn search_instances(request: HttpRequest, state: web::Data<HttpState>) -> Result<HttpResponse, DicomWebError> {
+    qido::search(request, state, Level::Image, Scope::default()).await
+}
+
+async fn search_study_series(request: HttpRequest, state: web::Data<HttpState>, path: Study) -> Result<HttpResponse, DicomWebError> {
+    let scope = Scope { study: Some(path.into_inner()), series: None };
+    qido::search(request, state, Level::Series, scope).await
+}
+
+async fn search_study_instances(request: HttpRequest, state: web::Data<HttpState>, path: Study) -> Result<HttpResponse, DicomWebError> {
+    let scope = Scope { study: Some(path.into_inner()), series: None };
+    qido::search(request, state, Level::Image, scope).await
+}
+
+async fn search_series_instances(request: HttpRequest, state: web::Data<HttpState>, path: Series) -> Result<HttpResponse, DicomWebError> {
+    let (study, series) = path.into_inner();
+    qido::search(request, state, Level::Image, Scope { study: Some(study), series: Some(series) }).await
 }

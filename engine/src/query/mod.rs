@@ -14,6 +14,7 @@
 pub mod attributes;
 pub mod identifier;
 pub mod matching;
+pub mod qido;
 pub mod runner;
 pub mod sql;
 

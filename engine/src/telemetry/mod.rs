@@ -6,6 +6,7 @@
 
 pub mod find;
 pub mod http;
+pub mod qido;
 
 use std::time::Duration;
 
