@@ -182,8 +182,8 @@ fn add_match(keys: &mut Vec<Key>, level: Level, name: &str, value: &str) -> Resu
         if of > level {
             return Err(format!(
                 "{name} is a {} attribute and cannot be matched in a {} search",
-                of.label(),
-                level.label()
+                of.label().to_lowercase(),
+                level.label().to_lowercase()
             ));
         }
     }
