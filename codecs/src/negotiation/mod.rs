@@ -328,7 +328,7 @@ pub fn negotiate(rq: &AssociationRQ, policy: &AcceptorPolicy) -> Negotiation {
         if let UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) = item {
             let uid = trim_padding(uid);
             if is_storage_sop_class(uid) && !roles_by_class.contains_key(uid) {
-                roles_by_class.insert(uid, roles.clone());
+                roles_by_class.insert(uid, *roles);
                 role_replies.push(UserVariableItem::ScuScpRoleSelectionSubItem(
                     uid.to_owned(),
                     RequestorRoles {
