@@ -459,9 +459,11 @@ impl fmt::Display for TagFmt {
 
 /// Scans top-level elements in ascending tag order and keeps the
 /// INDEXED_TAGS; skips sequences (defined and undefined length, with items
-/// and delimiters) and stops after the last indexed tag or at Pixel Data
-/// (7FE0,0010), whichever comes first. For the deflated syntax it inflates
-/// (raw deflate, flate2) only as much of the stream as the scan needs.
+/// and delimiters). After the last indexed tag, or at Pixel Data (7FE0,0010),
+/// it only walks the remaining element headers to check that the last
+/// element ends where the data set ends. For the deflated syntax it inflates
+/// (raw deflate, flate2) only as much of the stream as the scan needs and
+/// does not walk the rest.
 ///
 /// Group 0002 elements inside the data set are skipped (they are read as
 /// Explicit VR Little Endian whatever the data set's encoding). Odd defined
@@ -822,6 +824,11 @@ fn scan<S: Source>(src: &mut S, declared: Enc) -> Result<ScannedAttributes, Scan
         // Also stops at Pixel Data and at stray items or delimiters
         // (group FFFE), which sort after every indexed tag.
         if h.tag > LAST_INDEXED {
+            // A deflated stream is inflated only as far as the scan needs, so
+            // its rest is not walked.
+            if src.known_len().is_some() {
+                check_rest(src, pos, enc)?;
+            }
             break;
         }
         let slot = indexed_slot(h.tag);
@@ -859,6 +866,26 @@ fn scan<S: Source>(src: &mut S, declared: Enc) -> Result<ScannedAttributes, Scan
         }
     }
     Ok(found)
+}
+
+/// Walks the top-level elements from `pos` to the end without keeping any,
+/// so a data set whose last elements run past its end (a truncated file)
+/// fails here rather than when it is read back. Values are skipped, not read.
+fn check_rest<S: Source>(src: &mut S, mut pos: usize, enc: Enc) -> Result<(), ScanError> {
+    while let Some(h) = read_header(src, pos, enc, true)? {
+        if h.tag >> 16 == 0xFFFE {
+            return Err(ScanError::UnexpectedTag { offset: pos, tag: h.tag });
+        }
+        pos = if h.length == UNDEFINED_LENGTH {
+            if !h.undefined_length_allowed() {
+                return Err(ScanError::UndefinedLength { offset: pos, tag: h.tag });
+            }
+            skip_sequence(src, h.value_pos, h.inner_enc(), 1, h.tag)?
+        } else {
+            value_end(src, pos, &h)?
+        };
+    }
+    Ok(())
 }
 
 /// Skips the items of an undefined-length sequence (or encapsulated value)
