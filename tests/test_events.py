@@ -64,7 +64,8 @@ def check_instance_events(events, instances) -> None:
     assert stored.data["store"]["externalUrl"].endswith(f"/instances/{instances[0].sop_instance}")
     attributes = stored.data["image"]["attributes"]
     assert attributes["00080018"] == {"vr": "UI", "Value": [instances[0].sop_instance]}
-    assert attributes["00100010"]["vr"] == "PN" and "Alphabetic" in attributes["00100010"]["Value"][0]
+    assert attributes["00100010"]["vr"] == "PN"
+    assert "Alphabetic" in attributes["00100010"]["Value"][0]
     assert "7FE00010" not in attributes, "attributes stop before Pixel Data"
 
 
@@ -80,7 +81,8 @@ def test_study_revisions_over_nats(nectar_factory, nats_server, tmp_path):
     [rev1] = revisions(events, study)
     assert rev1.data["revision"] == 1
     assert sorted(rev1.data["changeSet"]["additions"]) == entries(first)
-    assert rev1.data["changeSet"]["modifications"] == [] and rev1.data["changeSet"]["deletions"] == []
+    assert rev1.data["changeSet"]["modifications"] == []
+    assert rev1.data["changeSet"]["deletions"] == []
     assert rev1.data["study"]["studyInstanceUID"] == study
     [series] = rev1.data["study"]["series"]
     assert sorted(series["instances"]) == sorted(i.sop_instance for i in first)
@@ -180,10 +182,10 @@ def test_delete_appears_in_the_next_revision(nectar_factory, nats_server, tmp_pa
     assert wait_for(lambda: revisions(nats_server.stream_events(), study), REVISION_WAIT), srv.log_tail()
 
     from dicomdata import read
-    gone = read(instances[0].path)
+    deleted = read(instances[0].path)
     base = f"http://127.0.0.1:{srv.http_port}/dicomweb/studies/{study}"
-    assert http_delete(f"{base}/series/{gone.SeriesInstanceUID}/instances/{gone.SOPInstanceUID}") == 204
-    assert http_delete(f"{base}/series/{gone.SeriesInstanceUID}/instances/{gone.SOPInstanceUID}") == 404
+    assert http_delete(f"{base}/series/{deleted.SeriesInstanceUID}/instances/{deleted.SOPInstanceUID}") == 204
+    assert http_delete(f"{base}/series/{deleted.SeriesInstanceUID}/instances/{deleted.SOPInstanceUID}") == 404
     assert http_delete(f"{base}/series/1.2.3.4.5.6.7.8.9") == 404
 
     events = wait_for(lambda: (ev := nats_server.stream_events()) and len(revisions(ev, study)) >= 2 and ev,
@@ -193,7 +195,7 @@ def test_delete_appears_in_the_next_revision(nectar_factory, nats_server, tmp_pa
     assert rev2.data["revision"] == 2
     assert rev2.data["changeSet"] == {
         "additions": [], "modifications": [],
-        "deletions": [f"{gone.SeriesInstanceUID}/{gone.SOPInstanceUID}"],
+        "deletions": [f"{deleted.SeriesInstanceUID}/{deleted.SOPInstanceUID}"],
     }
     assert sorted(rev2.data["study"]["series"][0]["instances"]) == sorted(i.sop_instance for i in instances[1:])
 

@@ -159,7 +159,7 @@ pub struct AcceptedContext {
     /// The one transfer syntax accepted.
     pub transfer_syntax: String,
     /// The requestor may invoke operations of this SOP class (its SCU role;
-    /// true unless role selection said otherwise).
+    /// true unless role selection proposed otherwise).
     pub requestor_is_scu: bool,
     /// The requestor takes the SCP role for this SOP class, so nectar may send
     /// C-STORE requests on this context (C-GET sub-operations). Only set

@@ -413,7 +413,7 @@ fn role_selection_from_wire_bytes() {
 }
 
 #[test]
-fn a_class_with_no_role_left_is_rejected_by_the_user() {
+fn negotiate_no_role_left_user_rejection() {
     let mut r = rq(vec![pc(1, CT, &[IMPLICIT_VR_LITTLE_ENDIAN])]);
     r.user_variables = vec![UserVariableItem::ScuScpRoleSelectionSubItem(
         CT.into(),

@@ -40,7 +40,7 @@ pub(super) struct PendingRequest {
     pub identifier: Vec<u8>,
 }
 
-/// What the peer sent while an operation (a query or a retrieve) runs.
+/// A message from the peer while an operation (a query or a retrieve) runs.
 pub(super) enum Incoming {
     /// A complete command without a data set (C-CANCEL-RQ, C-STORE-RSP).
     Command { command: Command },
@@ -424,7 +424,7 @@ impl Session {
         }
     }
 
-    /// Every accepted presentation context.
+    /// Returns every accepted presentation context.
     pub(super) fn contexts(&self) -> impl Iterator<Item = &AcceptedContext> {
         self.contexts.iter().flatten()
     }
@@ -473,8 +473,8 @@ impl Session {
     }
 }
 
-/// The failure response to a C-FIND, C-GET or C-MOVE request that carries no
-/// identifier (PS3.7 C.5.6: the identifier is mandatory).
+/// Builds the failure response to a C-FIND, C-GET or C-MOVE request that
+/// carries no identifier (PS3.7 C.5.6: the identifier is mandatory).
 fn query_retrieve_without_identifier(command: &Command) -> Command {
     Command {
         command_field: command.command_field | 0x8000,

@@ -119,7 +119,7 @@ fn host_name() -> String {
 }
 
 impl EventArgs {
-    /// The events setup, or `None` with --no-events.
+    /// Builds the events setup, or `None` with --no-events.
     pub fn setup(&self, bind: IpAddr, http_port: u16) -> Result<Option<EventsSetup>, String> {
         if self.no_events {
             return Ok(None);

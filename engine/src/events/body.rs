@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use super::{event_type, EventsConfig};
 use crate::manifest::InstanceRecord;
 
-/// The CloudEvents attributes around `data`.
+/// Wraps `data` in the CloudEvents attributes.
 pub fn envelope(config: &EventsConfig, id: &str, kind: &str, subject: &str, time: &str, data: Value) -> Value {
     json!({
         "specversion": "1.0",

@@ -3,7 +3,7 @@
 //! until space is reclaimed, and the deletions appear in the study's next
 //! revision.
 //!
-//! Answers 204 No Content when something was deleted, 404 with a JSON reason
+//! The response is 204 No Content when something was deleted, 404 with a JSON reason
 //! when nothing matched, 503 when the manifest cannot take the request.
 
 use actix_web::{web, HttpResponse};
@@ -42,9 +42,12 @@ async fn delete(manifest: &Manifest, scope: DeleteScope) -> HttpResponse {
             .content_type("application/json")
             .body(json!({"error": "no instance matches", "scope": describe(&scope)}).to_string()),
         Ok(_) => HttpResponse::NoContent().finish(),
-        Err(error) => HttpResponse::ServiceUnavailable()
+        Err(error) => {
+            tracing::warn!(scope = describe(&scope), %error, "deleting instances failed");
+            HttpResponse::ServiceUnavailable()
             .content_type("application/json")
-            .body(json!({"error": error.to_string()}).to_string()),
+            .body(json!({"error": error.to_string()}).to_string())
+        }
     }
 }
 

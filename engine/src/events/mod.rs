@@ -3,12 +3,14 @@
 //! Three types: `ImageStoredEvent` and `DicomAvailableEvent` for every new
 //! or replaced instance, and `StudyRevisionEvent` when a study has been quiet
 //! for the quiet period. The manifest writes each event into its outbox in
-//! the transaction of the change it describes (see `manifest::outbox`);
-//! consumers (the study actors, `GET /events`, the NATS publisher) read the
-//! outbox in order, each from its own cursor, so delivery is at least once
-//! and in order. Event ids are derived from the store's id and the record's
-//! store sequence (or the study and revision number), so an event written
-//! twice, e.g. when recovery re-enters a record, carries the same id and a
+//! the transaction of the change it describes (see `manifest::outbox`).
+//!
+//! The consumers, `GET /events` and the NATS publisher, read the outbox in
+//! order, each from its own cursor, so delivery is at least once and in
+//! order. The study actors get change reports from the manifest writer
+//! instead. Event ids are derived from the store's id and the record's store
+//! sequence (or the study and revision number). An event written twice, for
+//! example when recovery enters a record again, carries the same id, so a
 //! consumer drops the copy.
 
 pub mod body;
@@ -33,7 +35,7 @@ pub mod event_type {
     pub const ALL: [&str; 3] = [IMAGE_STORED, DICOM_AVAILABLE, STUDY_REVISION];
 }
 
-/// How events are named and addressed.
+/// The naming and URLs of events.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
     /// CloudEvents `source`: names this nectar instance.
@@ -47,17 +49,17 @@ pub struct EventsConfig {
     pub external_base_url: String,
     /// A study is stable after this long without a new, replaced or deleted instance.
     pub quiet_period: Duration,
-    /// Outbox events older than this are deleted once every bounded consumer took them.
+    /// Outbox events older than this are deleted once every bounded consumer has published them.
     pub retention: Duration,
 }
 
 impl EventsConfig {
-    /// The WADO-RS URL of an instance under `base`.
+    /// Returns the WADO-RS URL of an instance under `base`.
     pub fn instance_url(base: &str, study: &str, series: &str, instance: &str) -> String {
         format!("{base}/studies/{study}/series/{series}/instances/{instance}")
     }
 
-    /// The WADO-RS URL of a series under `base`.
+    /// Returns the WADO-RS URL of a series under `base`.
     pub fn series_url(base: &str, study: &str, series: &str) -> String {
         format!("{base}/studies/{study}/series/{series}")
     }

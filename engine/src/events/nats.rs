@@ -4,10 +4,10 @@
 //! consumer `nats`) and publishes each event to `<prefix>.<type>` with
 //! `Nats-Msg-Id` set to the event id. It publishes a batch on one connection,
 //! then waits for JetStream's acknowledgements in order before it moves the
-//! cursor, so the stream holds the events in outbox order and drops the
+//! cursor, so the stream keeps the events in outbox order and drops the
 //! copies a retry or a restart publishes again. While NATS is unreachable the
 //! events wait in the outbox and the task retries with a growing delay. The
-//! manifest holds ingest back once the outbox holds more untaken events than
+//! manifest holds ingest back once the outbox contains more unpublished events than
 //! its bound.
 
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ pub const CONSUMER: &str = "nats";
 
 /// Events published per outbox read.
 const BATCH: usize = 256;
-/// Longest wait for one publish acknowledgement.
+/// Maximum wait for one publish acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -43,7 +43,7 @@ pub enum NatsAuth {
     CredentialsFile(PathBuf),
 }
 
-/// Where and how events are published.
+/// The NATS server, authentication and stream events are published to.
 #[derive(Debug, Clone)]
 pub struct NatsConfig {
     pub url: String,
@@ -60,7 +60,7 @@ pub struct NatsConfig {
 }
 
 impl NatsConfig {
-    /// The subject an event of `event_type` is published to.
+    /// Returns the subject an event of `event_type` is published to.
     pub fn subject(&self, event_type: &str) -> String {
         format!("{}.{event_type}", self.subject_prefix)
     }
@@ -134,7 +134,7 @@ async fn publish_until_error(config: &NatsConfig, manifest: &Manifest, store: &S
 
     let mut head = manifest.subscribe_outbox().map_err(|e| e.to_string())?;
     let mut cursor = read_cursor(manifest).await?;
-    manifest.report_taken(cursor);
+    manifest.report_published(cursor);
     loop {
         let batch = read_batch(manifest, cursor).await?;
         if batch.is_empty() {
@@ -162,12 +162,13 @@ async fn publish_until_error(config: &NatsConfig, manifest: &Manifest, store: &S
                 .await
                 .map_err(|_| format!("no acknowledgement for {} within {ACK_TIMEOUT:?}", event.id))?
                 .map_err(|e| format!("acknowledgement for {}: {e}", event.id))?;
+            // Time from the start of the batch's publishing to this event's acknowledgement.
             metrics::histogram!("nectar_nats_publish_seconds").record(started.elapsed().as_secs_f64());
             metrics::counter!("nectar_events_published_total", "sink" => "nats", "type" => deliver::type_label(&event.event_type)).increment(1);
             cursor = event.seq;
         }
         save_cursor(manifest, cursor).await?;
-        manifest.report_taken(cursor);
+        manifest.report_published(cursor);
         let newest = *head.borrow();
         metrics::gauge!("nectar_outbox_depth").set((newest - cursor).max(0) as f64);
     }

@@ -22,7 +22,7 @@ use crate::Location;
 const BATCH: usize = 128;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// What the `/events` handler needs.
+/// The state of the `/events` handlers.
 #[derive(Clone)]
 pub struct EventStream {
     pub manifest: Manifest,
@@ -135,10 +135,18 @@ pub async fn event(position: web::Path<i64>, state: web::Data<EventStream>) -> H
                 .content_type("application/json")
                 .body(serde_json::json!({"error": format!("no event at position {position}")}).to_string())
         }
-        _ => return HttpResponse::ServiceUnavailable().finish(),
+        Ok(Err(error)) => {
+            tracing::warn!(position, %error, "reading an outbox event failed");
+            return HttpResponse::ServiceUnavailable().finish();
+        }
+        Err(error) => {
+            tracing::warn!(position, %error, "reading an outbox event failed");
+            return HttpResponse::ServiceUnavailable().finish();
+        }
     };
     let body = deliver::render(&state.store, &event, record);
     let Ok(serde_json::Value::Object(mut cloud)) = serde_json::from_str(&body) else {
+        tracing::error!(position, event_id = event.id.as_str(), "an outbox event is not a JSON object");
         return HttpResponse::InternalServerError().finish();
     };
     let data = cloud.remove("data").unwrap_or(serde_json::Value::Null);

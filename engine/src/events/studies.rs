@@ -3,7 +3,7 @@
 //! The manifest writer reports every study it changed. The router hands the
 //! report to that study's actor, starting one on the arbiter the hash of the
 //! Study Instance UID picks. An actor waits until the quiet period has passed
-//! since the newest change it knows, then asks the manifest to emit the
+//! since the newest change it received, then asks the manifest to emit the
 //! study's next revision. The manifest writes it only if no later change
 //! arrived, so a revision is never written twice. Then the actor stops.
 //!
@@ -76,7 +76,7 @@ impl StudyRouter {
         metrics::gauge!("nectar_studies_waiting").set(actors.len() as f64);
     }
 
-    /// Starts actors for every study the manifest says is waiting and has none.
+    /// Starts an actor for every study the manifest lists as waiting that has none.
     pub fn sweep(self: &Arc<Self>) {
         match self.manifest.waiting_studies() {
             Ok(waiting) => {
@@ -114,7 +114,7 @@ impl StudyRouter {
     }
 }
 
-/// The arbiter index of a study.
+/// Returns the arbiter index of a study.
 fn shard(study: &str, shards: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     study.hash(&mut hasher);

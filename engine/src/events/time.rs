@@ -15,7 +15,7 @@ pub fn rfc3339_millis(ms_since_epoch: i64) -> String {
     )
 }
 
-/// The proleptic Gregorian date of a day count from 1970-01-01.
+/// Converts a day count from 1970-01-01 to its proleptic Gregorian date.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

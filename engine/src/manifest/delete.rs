@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS deleted_instances (
 CREATE INDEX IF NOT EXISTS deleted_instances_segment ON deleted_instances (segment, "offset");
 "#;
 
-/// What to delete: a study, one of its series, or one instance of that series.
+/// The instances to delete: a study, one of its series, or one instance of that series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteScope {
     pub study_instance_uid: String,

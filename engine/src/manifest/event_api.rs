@@ -14,12 +14,12 @@ impl Manifest {
         self.shared.events.as_ref().ok_or(ManifestError::EventsDisabled)
     }
 
-    /// Whether this manifest records events.
+    /// Returns whether this manifest records events.
     pub fn events_enabled(&self) -> bool {
         self.shared.events.is_some()
     }
 
-    /// The newest outbox position, updated after every commit that adds events.
+    /// Subscribes to the newest outbox position, updated after every commit that adds events.
     pub fn subscribe_outbox(&self) -> Result<tokio::sync::watch::Receiver<i64>, ManifestError> {
         Ok(self.events()?.head.subscribe())
     }
@@ -56,21 +56,21 @@ impl Manifest {
         Ok(outbox::events_after(&self.shared.reader(), after, limit)?)
     }
 
-    /// The position `consumer` has taken the outbox to. Blocking.
+    /// Returns the position `consumer` has read the outbox up to. Blocking.
     pub fn event_cursor(&self, consumer: &str) -> Result<i64, ManifestError> {
         self.with_cursor_connection(|conn| outbox::cursor(conn, consumer))
     }
 
-    /// Records that `consumer` has taken the outbox to `seq`. Blocking.
+    /// Records that `consumer` has read the outbox up to `seq`. Blocking.
     pub fn advance_event_cursor(&self, consumer: &str, seq: i64) -> Result<(), ManifestError> {
         self.with_cursor_connection(|conn| outbox::advance_cursor(conn, consumer, seq))
     }
 
-    /// Tells the writer how far the bounded consumer has taken the outbox;
-    /// ingest waits while more than the bound is left.
-    pub fn report_taken(&self, seq: i64) {
+    /// Reports to the writer how far the bounded consumer has published the
+    /// outbox. Ingest waits while more than the bound is left unpublished.
+    pub fn report_published(&self, seq: i64) {
         if let Some(events) = &self.shared.events {
-            events.taken.store(seq, Ordering::Release);
+            events.published.store(seq, Ordering::Release);
         }
     }
 

@@ -123,8 +123,8 @@ pub struct ManifestConfig {
     pub max_batch: usize,
     /// Record events in the outbox with every change; `None`: no events.
     pub events: Option<Arc<crate::events::EventsConfig>>,
-    /// Outbox events a bounded consumer (see [`Manifest::report_taken`]) may
-    /// leave untaken before ingest waits for it.
+    /// Outbox events a bounded consumer (see [`Manifest::report_published`]) may
+    /// leave unpublished before ingest waits for it.
     pub outbox_bound: Option<i64>,
 }
 
@@ -179,8 +179,8 @@ struct Shared {
 struct SharedEvents {
     head: Arc<tokio::sync::watch::Sender<i64>>,
     touches: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<StudyTouch>>>,
-    /// Outbox position the bounded consumer has taken.
-    taken: Arc<AtomicI64>,
+    /// Outbox position up to which the bounded consumer has published.
+    published: Arc<AtomicI64>,
     /// The connection consumers write their cursors with (not the writer's:
     /// the writer may be waiting for them).
     cursors: Mutex<Option<Connection>>,
@@ -196,7 +196,7 @@ impl Shared {
         if let Some(events) = &self.events {
             // A writer holding ingest back for an absent consumer lets go: the
             // events stay in the outbox for the next start.
-            events.taken.store(i64::MAX, Ordering::Release);
+            events.published.store(i64::MAX, Ordering::Release);
         }
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(handle) = handle else {
@@ -289,18 +289,18 @@ impl Manifest {
                 let store_id = outbox::store_id(&conn)?;
                 let head = Arc::new(tokio::sync::watch::channel(outbox::head(&conn)?).0);
                 let (touches_tx, touches_rx) = tokio::sync::mpsc::unbounded_channel();
-                let taken = Arc::new(AtomicI64::new(i64::MAX));
+                let published = Arc::new(AtomicI64::new(i64::MAX));
                 let sink = EventSink {
                     config: events_config.clone(),
                     store_id,
                     head: head.clone(),
                     touches: touches_tx,
-                    bound: config.outbox_bound.map(|bound| (bound, taken.clone())),
+                    bound: config.outbox_bound.map(|bound| (bound, published.clone())),
                 };
                 let shared = SharedEvents {
                     head,
                     touches: Mutex::new(Some(touches_rx)),
-                    taken,
+                    published,
                     cursors: Mutex::new(None),
                 };
                 (Some(sink), Some(shared))
@@ -459,7 +459,7 @@ impl Manifest {
         Ok(query::replaced_locations(&self.shared.reader())?)
     }
 
-    /// The store locations of every deleted instance, for fsck.
+    /// Returns the store locations of every deleted instance, for fsck.
     pub fn deleted_locations(&self) -> Result<Vec<crate::Location>, ManifestError> {
         Ok(delete::deleted_locations(&self.shared.reader())?)
     }

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     length             INTEGER
 );
 
--- How far each consumer has taken the outbox.
+-- The outbox position each consumer has read up to.
 CREATE TABLE IF NOT EXISTS event_cursors (
     consumer TEXT PRIMARY KEY,
     seq      INTEGER NOT NULL
@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS study_changes (
 ) WITHOUT ROWID;
 "#;
 
-/// What happened to an instance.
+/// The kind of change an instance went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
     Addition,
@@ -81,8 +81,8 @@ impl ChangeKind {
         }
     }
 
-    /// The net change after `self` and then `next` within one revision;
-    /// `None` when they cancel out (added, then deleted).
+    /// Returns the net change after `self` and then `next` within one
+    /// revision, or `None` when they cancel out (added, then deleted).
     fn then(self, next: ChangeKind) -> Option<ChangeKind> {
         use ChangeKind::*;
         match (self, next) {
@@ -233,8 +233,8 @@ fn change_set(conn: &Connection, study: &str) -> rusqlite::Result<ChangeSet> {
     Ok(changes)
 }
 
-/// The study as it is now: patient and study attributes, series and instances.
-/// A study whose instances were all deleted has no series.
+/// Reads the study as it is now: patient and study attributes, series and
+/// instances. A study whose instances were all deleted has no series.
 pub(crate) fn study_view(conn: &Connection, study: &str) -> rusqlite::Result<StudyView> {
     let mut view = StudyView {
         study_instance_uid: study.to_owned(),
@@ -306,9 +306,9 @@ pub(crate) fn study_view(conn: &Connection, study: &str) -> rusqlite::Result<Stu
     Ok(view)
 }
 
-/// The last change of each of `studies` that waits for its quiet period.
-/// A failed read is logged and gives nothing: the studies are found again on
-/// the next start.
+/// Returns the last change of each of `studies` that waits for its quiet
+/// period. A failed read is logged and returns nothing, because the router's
+/// sweep finds those studies later.
 pub(crate) fn waiting_since<'a>(conn: &Connection, studies: impl Iterator<Item = &'a str>) -> Vec<(String, i64)> {
     let mut found = Vec::new();
     for study in studies {
@@ -363,21 +363,21 @@ pub(crate) fn events_after(
     rows.collect()
 }
 
-/// Deletes events created before `cutoff_ms` up to position `taken`, keeping
+/// Deletes events created before `cutoff_ms` up to position `published`, keeping
 /// the newest event so positions never restart. Returns how many went.
-pub(crate) fn prune(conn: &Connection, cutoff_ms: i64, taken: i64) -> rusqlite::Result<usize> {
+pub(crate) fn prune(conn: &Connection, cutoff_ms: i64, published: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "DELETE FROM outbox WHERE created_ms < ?1 AND seq <= ?2 AND seq < (SELECT max(seq) FROM outbox)",
     )?
-    .execute(params![cutoff_ms, taken])
+    .execute(params![cutoff_ms, published])
 }
 
-/// The position of the newest event (0 when the outbox is empty).
+/// Returns the position of the newest event (0 when the outbox is empty).
 pub(crate) fn head(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM outbox")?.query_row([], |r| r.get(0))
 }
 
-/// How far `consumer` has taken the outbox (0 if it never took anything).
+/// Returns the position `consumer` has read the outbox up to (0 before its first read).
 pub(crate) fn cursor(conn: &Connection, consumer: &str) -> rusqlite::Result<i64> {
     Ok(conn
         .prepare_cached("SELECT seq FROM event_cursors WHERE consumer = ?1")?
@@ -396,8 +396,8 @@ pub(crate) fn advance_cursor(conn: &Connection, consumer: &str, seq: i64) -> rus
     Ok(())
 }
 
-/// The store's id: random, made when the manifest is created, the prefix of
-/// every event id so ids from two stores never collide.
+/// Returns the store's id, made at random when the manifest is created. It
+/// prefixes every event id, so ids from two stores do not collide.
 pub(crate) fn store_id(conn: &Connection) -> rusqlite::Result<String> {
     let found: Option<String> = conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'store_id'")?

@@ -41,7 +41,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 #[test]
-fn instances_record_events_and_a_revision_clears_the_wait() {
+fn outbox_instance_events_and_revision() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = open_with_events(&dir);
     manifest.insert_blocking(row("1.1", "9", "9.1", 1)).unwrap();
@@ -76,7 +76,7 @@ fn instances_record_events_and_a_revision_clears_the_wait() {
 }
 
 #[test]
-fn a_replacement_and_a_deletion_reach_the_next_revision() {
+fn outbox_replacement_and_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = open_with_events(&dir);
     manifest.insert_blocking(row("1.1", "9", "9.1", 1)).unwrap();
@@ -101,7 +101,7 @@ fn a_replacement_and_a_deletion_reach_the_next_revision() {
 }
 
 #[test]
-fn cursors_only_move_forward() {
+fn outbox_cursor_moves_forward() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = open_with_events(&dir);
     assert_eq!(manifest.event_cursor("nats").unwrap(), 0);

@@ -42,13 +42,13 @@ impl Ack {
 
 pub(crate) enum Msg {
     Insert(Box<InstanceRecord>),
-    /// Delete the instances in a scope; answered with how many went.
+    /// Delete the instances in a scope. The reply is how many there were.
     Delete {
         scope: crate::manifest::DeleteScope,
         ack: tokio::sync::oneshot::Sender<Result<usize, String>>,
     },
     /// Emit the next revision of a study if its newest change is still the
-    /// one at `last_change_ms`; answered with the revision written.
+    /// one at `last_change_ms`. The reply is the revision written.
     EmitRevision {
         study: String,
         last_change_ms: i64,
@@ -60,8 +60,8 @@ pub(crate) enum Msg {
     Close(Ack),
 }
 
-/// What the writer needs to record events: the naming, the store's id, and
-/// where to announce what it committed.
+/// The writer's event settings: the naming, the store's id, and the channels
+/// that report its commits.
 pub(crate) struct EventSink {
     pub config: std::sync::Arc<crate::events::EventsConfig>,
     pub store_id: String,
@@ -69,7 +69,7 @@ pub(crate) struct EventSink {
     pub head: std::sync::Arc<tokio::sync::watch::Sender<i64>>,
     /// Studies that changed, for the study actors.
     pub touches: tokio::sync::mpsc::UnboundedSender<StudyTouch>,
-    /// Outbox positions the slowest bounded consumer has not taken yet, at
+    /// Outbox positions the slowest bounded consumer has not published yet, at
     /// most; ingest waits above it. `None`: unbounded.
     pub bound: Option<(i64, std::sync::Arc<std::sync::atomic::AtomicI64>)>,
 }
@@ -396,7 +396,7 @@ impl Writer {
 
 /// The second half of a patient's key: its IssuerOfPatientID, or, for an
 /// instance without PatientID, a marker naming its study, so that patients
-/// nobody identified are one per study instead of one for all.
+/// without an identifier are one per study instead of one for all.
 fn patient_key_issuer(r: &InstanceRecord) -> String {
     if key(&r.patient_id).is_empty() {
         format!("{}{}", super::schema::ANONYMOUS_PATIENT_PREFIX, r.study_instance_uid)

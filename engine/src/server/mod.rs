@@ -61,7 +61,7 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
 }
 
-/// How events are recorded and where they go.
+/// The event settings: naming, NATS publication and the outbox bound.
 #[derive(Debug, Clone)]
 pub struct EventsSetup {
     pub config: Arc<EventsConfig>,
@@ -241,7 +241,7 @@ fn start_event_consumers(
         // Ingest is held back from the start if the outbox is already full
         // and NATS does not come up.
         match services.manifest.event_cursor(nats::CONSUMER) {
-            Ok(taken) => services.manifest.report_taken(taken),
+            Ok(published) => services.manifest.report_published(published),
             Err(error) => tracing::error!(%error, "reading the NATS cursor failed"),
         }
         let publisher = nats::run(nats_config, services.manifest.clone(), services.store.clone(), stop);

@@ -31,8 +31,8 @@ impl Writer {
         Ok(())
     }
 
-    /// After a commit: tells the study actors which studies changed and the
-    /// consumers where the outbox ends now.
+    /// Reports, after a commit, the changed studies to the study actors and
+    /// the new end of the outbox to the consumers.
     pub(super) fn announce(&self, applied: &[(&InstanceRecord, Outcome)]) {
         let Some(sink) = &self.events else {
             return;
@@ -61,8 +61,8 @@ impl Writer {
             Ok(head) => {
                 sink.head.send_replace(head);
                 metrics::gauge!("nectar_outbox_head").set(head as f64);
-                if let Some((_, taken)) = &sink.bound {
-                    let depth = head - taken.load(Ordering::Acquire);
+                if let Some((_, published)) = &sink.bound {
+                    let depth = head - published.load(Ordering::Acquire);
                     metrics::gauge!("nectar_outbox_depth").set(depth.max(0) as f64);
                 }
             }
@@ -105,16 +105,16 @@ impl Writer {
         }
     }
 
-    /// Waits while the outbox holds more untaken events than its bound, so
+    /// Waits while the outbox contains more unread events than its bound, so
     /// the queue in front of the writer fills and associations slow down.
     pub(super) fn wait_for_outbox_room(&self) {
-        let Some((bound, taken)) = self.events.as_ref().and_then(|sink| sink.bound.as_ref()) else {
+        let Some((bound, published)) = self.events.as_ref().and_then(|sink| sink.bound.as_ref()) else {
             return;
         };
         let mut waited = false;
         loop {
             let head = self.events.as_ref().map(|sink| *sink.head.borrow()).unwrap_or(0);
-            let depth = head - taken.load(Ordering::Acquire);
+            let depth = head - published.load(Ordering::Acquire);
             metrics::gauge!("nectar_outbox_depth").set(depth.max(0) as f64);
             if depth <= *bound {
                 break;
@@ -131,7 +131,7 @@ impl Writer {
 
 impl Writer {
     /// Deletes outbox events older than the retention that the bounded
-    /// consumer has taken, at most once per [`PRUNE_EVERY`].
+    /// consumer has published, at most once per [`PRUNE_EVERY`].
     pub(super) fn prune_outbox(&mut self) {
         let Some(sink) = &self.events else {
             return;
@@ -141,8 +141,8 @@ impl Writer {
         }
         self.last_prune = std::time::Instant::now();
         let cutoff = now_ms() - sink.config.retention.as_millis() as i64;
-        let taken = sink.bound.as_ref().map(|(_, taken)| taken.load(Ordering::Acquire)).unwrap_or(i64::MAX);
-        match outbox::prune(&self.conn, cutoff, taken) {
+        let published = sink.bound.as_ref().map(|(_, published)| published.load(Ordering::Acquire)).unwrap_or(i64::MAX);
+        match outbox::prune(&self.conn, cutoff, published) {
             Ok(0) => {}
             Ok(pruned) => {
                 metrics::counter!("nectar_outbox_pruned_total").increment(pruned as u64);
