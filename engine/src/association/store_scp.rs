@@ -12,6 +12,7 @@ use nectar_codecs::scan::tags;
 use super::error::AssociationError;
 use super::session::Session;
 use crate::ingest;
+use crate::storage::StoreError;
 use crate::telemetry;
 
 /// A C-STORE whose data set is arriving.
@@ -109,21 +110,28 @@ impl Session {
             self.conn.skip(len).await?;
             return Ok(());
         }
-        match self.writer.spare(len) {
-            Ok(slot) => {
-                self.conn.read_into(&mut slot[..len]).await?;
-                self.writer.advance(len);
-                Ok(())
-            }
+        let slot = match self.writer.spare(len) {
+            Ok(slot) => slot,
             Err(error) => {
-                self.writer.abort_record();
-                let store = self.current_store().expect("checked above");
-                store.record_open = false;
-                store.failure = Some(Failure::new(status::OUT_OF_RESOURCES, format!("storage write failed: {error}")));
+                self.fail_store_write(error);
                 self.conn.skip(len).await?;
-                Ok(())
+                return Ok(());
             }
+        };
+        self.conn.read_into(&mut slot[..len]).await?;
+        if let Err(error) = self.writer.advance(len) {
+            self.fail_store_write(error);
         }
+        Ok(())
+    }
+
+    /// Drops the current C-STORE's record after a storage error; the rest of its data set
+    /// is read and discarded, and the response carries the failure.
+    fn fail_store_write(&mut self, error: StoreError) {
+        self.writer.abort_record();
+        let store = self.current_store().expect("called while a C-STORE data set arrives");
+        store.record_open = false;
+        store.failure = Some(Failure::new(status::OUT_OF_RESOURCES, format!("storage write failed: {error}")));
     }
 
     /// Completes a C-STORE after its last fragment: checks the data set,

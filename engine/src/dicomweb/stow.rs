@@ -203,7 +203,7 @@ impl StowIngest {
             // large part is not copied when its segment fills up. The reservation
             // is capped because the length is only the client's claim.
             match multipart::header(headers, "content-length").and_then(|len| len.trim().parse::<usize>().ok()) {
-                Some(len) if len > 0 => self.writer.spare(len.min(MAX_RESERVED_PART_LEN)).map(|_| ()),
+                Some(len) if len > 0 => self.writer.reserve_room(len.min(MAX_RESERVED_PART_LEN) as u64),
                 _ => Ok(()),
             }
         });

@@ -4,7 +4,8 @@
 //! `docs/storage-format.md`. In short:
 //!
 //! - Each association gets a [`SegmentWriter`] which owns one segment at a time and
-//!   writes records (32-byte header + payload) straight into the mapping.
+//!   writes records (32-byte header + payload) with positioned writes; readers borrow
+//!   them from the read-only mapping.
 //! - [`SegmentWriter::finish_record`] writes the header and returns a [`PendingRecord`];
 //!   [`Store::commit`] hands it to the committer thread, which flushes (msync) each segment
 //!   once per batch and then resolves the commit: only then is the record durable.

@@ -44,12 +44,12 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Bytes allocated at a time ahead of a segment's writer (at most the segment size).
-/// Writes through the mapping stay inside allocated blocks, so they cannot fail for lack
-/// of space (which would raise SIGBUS), and a segment takes disk space only as it fills.
+/// Writes stay inside allocated blocks, so a full disk is reported before a record's
+/// bytes are written, and a segment takes disk space only as it fills.
 pub(crate) const ALLOCATION_CHUNK: u64 = 4 * 1024 * 1024;
 
-/// Allocates `[offset, offset + len)` of `file`, so that later writes through the mapping
-/// into that range cannot fail for lack of space.
+/// Allocates `[offset, offset + len)` of `file`, so that later writes into that range
+/// cannot fail for lack of space.
 pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     let too_big = |_| std::io::Error::from_raw_os_error(libc::EFBIG);
     let offset = libc::off_t::try_from(offset).map_err(too_big)?;
@@ -74,7 +74,9 @@ pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result
 ///   shared slices over them after an `Acquire` load of `published`.
 /// - Bytes at or above `published` belong to the single `SegmentWriter` that currently owns
 ///   the segment (a writable segment is held by at most one writer, or sits in the idle pool
-///   where nobody writes). Nobody else forms references to them.
+///   where nobody writes). Nobody else reads them.
+/// - Nothing is written through the mapping: the writer uses positioned writes on `file`,
+///   which land in the same page cache the mapping shows.
 /// - The committer never forms references; it only calls `msync` on ranges.
 /// - The file is never truncated by us; it has its full length `len` before mapping, and the
 ///   writer writes only below `allocated`, whose blocks are allocated.
@@ -143,8 +145,8 @@ impl Segment {
         sync_dir(dir)?;
         // Mapping raw is safe in itself (MmapRaw hands out only raw pointers); references into
         // it are formed under the contract on `Segment`. The file was set to `size`
-        // bytes and we never truncate it.
-        let map = MmapOptions::new().len(size as usize).map_raw(&file)
+        // bytes and we never truncate it. Read-only: writes go through `file`.
+        let map = MmapOptions::new().len(size as usize).map_raw_read_only(&file)
             .map_err(|e| io_error("mmap segment", &final_path, e, size))?;
         Ok(Segment {
             id,
@@ -214,27 +216,40 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr(), end as usize) }
     }
 
-    /// A mutable view of `[offset, offset + len)`.
-    ///
-    /// # Safety
-    /// The caller must be the segment's owning writer and the range must lie at or above
-    /// `published` and within the segment; the returned slice must not outlive that ownership.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn writable(&self, offset: u64, len: u64) -> &mut [u8] {
-        debug_assert!(!self.sealed);
+    /// Writes `data` at `offset` with a positioned write (writable segments only).
+    /// The caller must be the segment's owning writer and the range must lie at or
+    /// above `published` and below `allocated`.
+    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         debug_assert!(offset >= self.published.load(Ordering::Relaxed));
-        assert!(offset.checked_add(len).is_some_and(|e| e <= self.len), "write past segment end");
-        // SAFETY:
-        // - In bounds (asserted above) of a live mapping.
-        // - Exclusive: the caller owns bytes at or above `published` (this function's contract),
-        //   so no other reference to them exists.
-        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset as usize), len as usize) }
+        assert!(offset.checked_add(data.len() as u64).is_some_and(|e| e <= self.len), "write past segment end");
+        let Some(file) = &self.file else {
+            return Err(StoreError::Io {
+                op: "write to a sealed segment",
+                path: self.path.clone(),
+                source: std::io::Error::from_raw_os_error(libc::EBADF),
+            });
+        };
+        file.write_all_at(data, offset).map_err(|e| io_error("pwrite", &self.path, e, data.len() as u64))
+    }
+
+    /// Writes `len` zero bytes at `offset`, under the conditions of [`Segment::write_at`].
+    pub(crate) fn write_zeros(&self, offset: u64, len: u64) -> Result<(), StoreError> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64);
+            self.write_at(offset + done, &ZEROS[..n as usize])?;
+            done += n;
+        }
+        Ok(())
     }
 
     /// A shared view of `[offset, offset + len)` of bytes the calling writer owns.
     ///
     /// # Safety
-    /// As for [`Segment::writable`], minus the mutability.
+    /// The caller must be the segment's owning writer, the range must lie at or above
+    /// `published` and within the segment, and the writer must not write the range while
+    /// the returned slice lives.
     pub(crate) unsafe fn owned(&self, offset: u64, len: u64) -> &[u8] {
         assert!(offset.checked_add(len).is_some_and(|e| e <= self.len), "read past segment end");
         // SAFETY: in bounds of a live mapping; only the calling owner writes these bytes, and it
@@ -242,7 +257,6 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len as usize) }
     }
 
-    /// msync(MS_SYNC) of `[start, end)`.
     /// Gives the blocks past the last record back to the file system, keeping the file size,
     /// so the unused tail reads as zeros and takes no space. Only for a segment no writer
     /// will use again; a failure is logged and leaves the tail allocated.
@@ -273,16 +287,6 @@ impl Segment {
         }
     }
 
-    /// Faults `[offset, offset + len)` in as writable pages ahead of the writer
-    /// (`MADV_POPULATE_WRITE`, Linux 5.14 and later). On an older kernel or any error the
-    /// pages are simply faulted in one by one as they are written.
-    pub(crate) fn populate_write(&self, offset: u64, len: u64) {
-        if self.sealed || len == 0 {
-            return;
-        }
-        let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, offset as usize, len as usize);
-    }
-
     /// Allocates blocks up to at least `end`, `ALLOCATION_CHUNK` bytes at a time. Only the
     /// segment's writer calls this, before it writes below `end`.
     pub(crate) fn ensure_allocated(&self, end: u64) -> Result<(), StoreError> {
@@ -304,6 +308,8 @@ impl Segment {
         Ok(())
     }
 
+    /// msync(MS_SYNC) of `[start, end)`: on Linux a data sync of that range of the file
+    /// (the mapping is shared, so the kernel syncs the file behind it).
     pub(crate) fn flush(&self, start: u64, end: u64) -> std::io::Result<()> {
         if end <= start {
             return Ok(());

@@ -151,7 +151,7 @@ fn record_bigger_than_segment() {
             let buf = w.spare(chunk.len()).unwrap();
             assert!(buf.len() >= chunk.len());
             buf[..chunk.len()].copy_from_slice(chunk);
-            w.advance(chunk.len());
+            w.advance(chunk.len()).unwrap();
         }
         assert_eq!(w.record_bytes(), &data[..]);
         let p = w.finish_record(seq).unwrap();

@@ -20,17 +20,19 @@ struct OpenRecord {
 }
 
 /// Writes records into segments it owns exclusively. Owned by one association.
+///
+/// Bytes reach the segment file with positioned writes (`pwrite`), never through the
+/// mapping: stores into a shared file mapping cost a page fault per fresh page and,
+/// at every flush, write-protecting those pages again with a TLB shootdown across
+/// cores. Readers still see the bytes through the mapping (one page cache).
 pub struct SegmentWriter {
     inner: Arc<Inner>,
     segment: Option<Arc<Segment>>,
     open: Option<OpenRecord>,
-    /// Segment id and offset up to which this writer has prefaulted the mapping.
-    prefaulted: (u64, u64),
+    /// Where `spare` hands out room; `advance` writes it to the segment. It grows to the
+    /// largest fragment received (at most one maximum PDU on an association).
+    staging: Vec<u8>,
 }
-
-/// How far ahead of the write position the mapping is prefaulted, in bytes.
-/// One `MADV_POPULATE_WRITE` call per 1 MiB replaces 256 separate page faults.
-const PREFAULT_AHEAD: u64 = 1024 * 1024;
 
 /// A finished record waiting for [`Store::commit`](super::Store::commit). Not durable yet.
 #[derive(Debug)]
@@ -49,7 +51,7 @@ impl std::fmt::Debug for SegmentWriter {
 
 impl SegmentWriter {
     pub(crate) fn new(inner: Arc<Inner>) -> SegmentWriter {
-        SegmentWriter { inner, segment: None, open: None, prefaulted: (0, 0) }
+        SegmentWriter { inner, segment: None, open: None, staging: Vec::new() }
     }
 
     /// The segment this writer currently owns, if any.
@@ -93,7 +95,6 @@ impl SegmentWriter {
         let wanted = rec.len.checked_add(extra).ok_or(StoreError::NoOpenRecord)?;
         if rec.start + RECORD_HEADER_LEN + wanted <= seg.len {
             seg.ensure_allocated(rec.start + RECORD_HEADER_LEN + wanted)?;
-            self.prefault(rec.start + RECORD_HEADER_LEN + rec.len, rec.start + RECORD_HEADER_LEN + wanted);
             return Ok(());
         }
         // A single append of the whole payload gets exactly its size; a growing record gets
@@ -103,15 +104,10 @@ impl SegmentWriter {
         let new_start = new.published.load(Ordering::Relaxed);
         new.ensure_allocated(new_start + RECORD_HEADER_LEN + wanted)?;
         if rec.len > 0 {
-            // SAFETY:
-            // - `new` came from `acquire_segment`: this writer owns it exclusively, and the
-            //   destination starts at its `published` tail with room for `capacity >= rec.len`.
-            // - The source is this writer's own open record (above `published` of the old
-            //   segment), which nobody else touches. Distinct segments, so no overlap.
-            unsafe {
-                let src = seg.owned(rec.start + RECORD_HEADER_LEN, rec.len);
-                new.writable(new_start + RECORD_HEADER_LEN, rec.len).copy_from_slice(src);
-            }
+            // SAFETY: this writer's own open record (above `published` of the old segment),
+            // which nobody else writes; `new` is a distinct segment.
+            let src = unsafe { seg.owned(rec.start + RECORD_HEADER_LEN, rec.len) };
+            self.write(&new, new_start + RECORD_HEADER_LEN, src)?;
         }
         // The old segment keeps its tail at `rec.start` (header slot still zero). If it has
         // enough room left to be reused, scrub the copied bytes first.
@@ -122,81 +118,79 @@ impl SegmentWriter {
         self.inner.release_segment(old);
         self.open = Some(OpenRecord { start: new_start, ..rec });
         tracing::debug!(segment = self.segment_id(), copied = rec.len, "rolled segment mid-record");
-        let position = new_start + RECORD_HEADER_LEN + rec.len;
-        self.prefault(position, new_start + RECORD_HEADER_LEN + wanted);
         Ok(())
     }
 
-    /// Prefaults the mapping from `position` to at least `needed_end`, `PREFAULT_AHEAD`
-    /// bytes at a time, so writes into fresh pages take no page fault each.
-    fn prefault(&mut self, position: u64, needed_end: u64) {
-        let seg = self.segment.as_ref().expect("called with a segment");
-        let (segment_id, done) = self.prefaulted;
-        let done = if segment_id == seg.id { done } else { 0 };
-        if needed_end <= done {
-            return;
-        }
-        let from = done.max(position / 4096 * 4096);
-        let allocated = seg.allocated.load(Ordering::Relaxed);
-        let to = needed_end.max(from + PREFAULT_AHEAD).div_ceil(4096).saturating_mul(4096).min(allocated);
-        if to <= from {
-            return;
-        }
-        seg.populate_write(from, to - from);
-        self.prefaulted = (seg.id, to);
+    /// Writes `data` at `offset` of a segment this writer owns, at or above its
+    /// `published` tail. A failed write poisons the store: the segment's unpublished
+    /// bytes are then in an unknown state.
+    fn write(&self, seg: &Segment, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        seg.write_at(offset, data).inspect_err(|e| self.inner.poison(e))
     }
 
     /// Zeroes the bytes of an abandoned record (header slot and `len` payload bytes).
+    /// A failure poisons the store (see `write`), so no record follows stale bytes.
     fn scrub(&self, seg: &Segment, start: u64, len: u64) {
         let span = (RECORD_HEADER_LEN + len).min(seg.len - start);
-        // SAFETY: `[start, start + span)` is at or above the segment's `published` tail (the
-        // record was never published) and this writer owns the segment.
-        unsafe { seg.writable(start, span).fill(0) };
-        seg.scrub_end.fetch_max(start + span, Ordering::Release);
+        if seg.write_zeros(start, span).inspect_err(|e| self.inner.poison(e)).is_ok() {
+            seg.scrub_end.fetch_max(start + span, Ordering::Release);
+        }
     }
 
-    /// Appends bytes to the open record (a copy). Rolls to a new segment, copying the partial
+    /// Appends bytes to the open record. Rolls to a new segment, copying the partial
     /// record, if it does not fit; a record larger than the segment size gets a segment of its own.
     pub fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
         self.inner.check_writable()?;
         if data.is_empty() {
             return self.open.map(|_| ()).ok_or(StoreError::NoOpenRecord);
         }
-        let buf = self.spare(data.len())?;
-        buf[..data.len()].copy_from_slice(data);
-        self.advance(data.len());
-        Ok(())
+        self.reserve(data.len() as u64)?;
+        self.write_payload(data)
     }
 
-    /// At least `min` (up to whatever the segment has left) writable bytes at the record's
-    /// tail, e.g. to read from a socket straight into the mapping. They count after `advance`.
-    ///
-    /// Bytes written here but never `advance`d over are not scrubbed; write only what you count.
+    /// Makes room for `extra` more payload bytes in the open record's segment now, so
+    /// that a record of known length is not copied when its segment fills up.
+    pub fn reserve_room(&mut self, extra: u64) -> Result<(), StoreError> {
+        self.inner.check_writable()?;
+        self.reserve(extra)
+    }
+
+    /// `min` bytes to fill with the record's next payload bytes, e.g. straight from a
+    /// socket; `advance` then writes them to the segment. Room in the segment is
+    /// reserved first, so a full disk is reported here.
     pub fn spare(&mut self, min: usize) -> Result<&mut [u8], StoreError> {
         self.inner.check_writable()?;
         self.reserve(min as u64)?;
-        let rec = self.open.expect("reserve checked");
-        let seg = self.segment.as_ref().expect("an open record has a segment");
-        let at = rec.start + RECORD_HEADER_LEN + rec.len;
-        // SAFETY: at or above `published` (inside the open record's room) of a segment this
-        // writer owns; the slice borrows `self` mutably, so no other access through this writer
-        // can happen while it lives.
-        Ok(unsafe { seg.writable(at, seg.len - at) })
+        if self.staging.len() < min {
+            self.staging.resize(min, 0);
+        }
+        Ok(&mut self.staging[..min])
     }
 
-    /// Counts `n` more bytes (written through `spare`) into the record and its running CRC.
+    /// Writes the first `n` bytes handed out by `spare` to the record and counts them
+    /// into its running CRC.
     ///
     /// # Panics
     /// Without an open record, or if `n` goes past the room `spare` handed out.
-    pub fn advance(&mut self, n: usize) {
-        let rec = self.open.as_mut().expect("advance without an open record");
+    pub fn advance(&mut self, n: usize) -> Result<(), StoreError> {
+        assert!(n <= self.staging.len(), "advance past the room spare() gave");
+        let staging = std::mem::take(&mut self.staging);
+        let result = self.write_payload(&staging[..n]);
+        self.staging = staging;
+        result
+    }
+
+    /// Writes `data` at the open record's tail, inside room `reserve` made.
+    fn write_payload(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let rec = self.open.expect("an open record: reserve checked");
         let seg = self.segment.as_ref().expect("an open record has a segment");
         let at = rec.start + RECORD_HEADER_LEN + rec.len;
-        assert!(at + n as u64 <= seg.len, "advance past the room spare() gave");
-        // SAFETY: the open record's bytes, owned by this writer (above `published`).
-        let bytes = unsafe { seg.owned(at, n as u64) };
-        rec.crc = crc32c::crc32c_append(rec.crc, bytes);
-        rec.len += n as u64;
+        assert!(at + data.len() as u64 <= seg.len, "write past the room reserve() made");
+        self.write(seg, at, data)?;
+        let rec = self.open.as_mut().expect("checked above");
+        rec.crc = crc32c::crc32c_append(rec.crc, data);
+        rec.len += data.len() as u64;
+        Ok(())
     }
 
     /// The payload written so far.
@@ -224,12 +218,10 @@ impl SegmentWriter {
         let payload_end = rec.start + RECORD_HEADER_LEN + rec.len;
         let end = rec.start + format::record_span(rec.len);
         debug_assert!(end <= seg.len, "segments are multiples of 8, records 8-aligned");
-        // SAFETY: header slot and padding of the open record: at or above `published`, owned
-        // by this writer. Written before the Release store below publishes them.
-        unsafe {
-            seg.writable(rec.start, RECORD_HEADER_LEN).copy_from_slice(&header);
-            seg.writable(payload_end, end - payload_end).fill(0);
-        }
+        // Header slot and padding of the open record, written before the Release store
+        // below publishes them.
+        self.write(&seg, payload_end, &[0u8; 8][..(end - payload_end) as usize])?;
+        self.write(&seg, rec.start, &header)?;
         seg.published.store(end, Ordering::Release);
         self.open = None;
         metrics::counter!("nectar_store_bytes_written_total").increment(end - rec.start);
