@@ -22,15 +22,15 @@ struct OpenRecord {
 /// Writes records into segments it owns exclusively. Owned by one association.
 ///
 /// Bytes reach the segment file with positioned writes (`pwrite`), never through the
-/// mapping: stores into a shared file mapping cost a page fault per fresh page and,
-/// at every flush, write-protecting those pages again with a TLB shootdown across
-/// cores. Readers still see the bytes through the mapping (one page cache).
+/// mapping. Stores into a shared file mapping cost a page fault per fresh page, and every
+/// flush write-protects those pages again with a TLB shootdown across cores. Readers
+/// still see the bytes through the mapping, because both use the same page cache.
 pub struct SegmentWriter {
     inner: Arc<Inner>,
     segment: Option<Arc<Segment>>,
     open: Option<OpenRecord>,
-    /// Where `spare` hands out room; `advance` writes it to the segment. It grows to the
-    /// largest fragment received (at most one maximum PDU on an association).
+    /// Buffer that `spare` hands out and `advance` writes to the segment. It grows to the
+    /// largest fragment received, which is at most one maximum PDU on an association.
     staging: Vec<u8>,
 }
 
