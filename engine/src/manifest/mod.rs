@@ -21,10 +21,11 @@
 //! from its [`Manifest::indexed_ends`] entry. Re-entering a record that is
 //! already present is a no-op (see below), so recovery may overlap.
 //!
-//! The writer advances a segment's `indexed_end` to the largest
-//! [`InstanceRecord::record_end`] it committed for it; rows of one segment
-//! must therefore be queued in segment order (one writer per segment, the
-//! record durable before it is queued). If a row fails to be written, the
+//! The writer advances a segment's `indexed_end` to the end of the run of
+//! records, from the segment's start, whose rows it committed
+//! ([`InstanceRecord::record_end`]). Rows may arrive out of segment order
+//! (associations share a segment for small records); a row past a gap counts
+//! once the rows before it are in. If a row fails to be written, the
 //! writer logs it, reports it to the next `flush`/`close`, and stops advancing
 //! that segment's `indexed_end` until the next start, so recovery re-enters it.
 //!

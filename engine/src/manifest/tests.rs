@@ -43,7 +43,8 @@ fn row(
             offset,
             length: 1000,
         },
-        record_end: offset + 1064,
+        // Rows of a segment at offsets 2000 apart are contiguous records.
+        record_end: offset + 2000,
         sequence,
         received_at_ms: 1_700_000_000_000 + sequence as i64,
         calling_ae_title: Some("MODALITY".into()),
@@ -86,10 +87,10 @@ fn full_row() -> InstanceRecord {
         number_of_frames: Some(1),
         location: Location {
             segment: 7,
-            offset: 4096,
+            offset: 64,
             length: 123_456,
         },
-        record_end: 4096 + 123_456 + 64,
+        record_end: 64 + 32 + 123_456,
         sequence: 99,
         received_at_ms: 1_700_000_123_456,
         calling_ae_title: Some("SCANNER1".into()),
@@ -432,6 +433,21 @@ fn indexed_ends_follow_record_ends() {
 }
 
 #[test]
+fn indexed_end_waits_for_rows_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(&dir, 16, 1);
+    let at = |i: u64| row(&format!("9.{i}"), "9", "9.1", "P9", i + 1, 9, 64 + i * 2000);
+    m.insert_blocking(at(0)).unwrap();
+    m.insert_blocking(at(2)).unwrap();
+    m.insert_blocking(at(3)).unwrap();
+    m.flush().unwrap();
+    assert_eq!(m.indexed_ends().unwrap()[&9], 64 + 2000, "row 1 is missing");
+    m.insert_blocking(at(1)).unwrap();
+    m.flush().unwrap();
+    assert_eq!(m.indexed_ends().unwrap()[&9], 64 + 4 * 2000);
+}
+
+#[test]
 fn reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let full = full_row();
@@ -488,8 +504,8 @@ fn reopen_keeps_data() {
     );
     let ends = m.indexed_ends().unwrap();
     assert_eq!(ends[&7], full.record_end);
-    assert_eq!(ends[&3], 99 * 2000 + 1064);
-    assert_eq!(ends[&4], 1064);
+    assert_eq!(ends[&3], 100 * 2000);
+    assert_eq!(ends[&4], 2000);
     // The database is in WAL mode with the schema version recorded.
     let conn = m.read_connection().unwrap();
     let mode: String = conn
@@ -554,7 +570,7 @@ fn flush_waits_for_everything_queued_before_it() {
                             seq
                         );
                         let ends = m.indexed_ends().unwrap();
-                        assert_eq!(ends[&t], i * 2000 + 1064);
+                        assert_eq!(ends[&t], (i + 1) * 2000);
                     }
                 }
             });
@@ -650,7 +666,7 @@ async fn async_insert_with_tiny_queue_loses_nothing() {
     );
     let ends = m.indexed_ends().unwrap();
     for t in 0..8u64 {
-        assert_eq!(ends[&t], 299 * 2000 + 1064);
+        assert_eq!(ends[&t], 300 * 2000);
     }
 }
 
@@ -682,7 +698,7 @@ fn a_failed_row_is_reported_and_freezes_its_segment() {
     assert_eq!(m.instance("5.1").unwrap(), None);
     let ends = m.indexed_ends().unwrap();
     assert_eq!(ends[&5], before[&5]);
-    assert_eq!(ends[&6], 2000 + 1064);
+    assert_eq!(ends[&6], 4000);
     // Reported once; later rows of segment 5 still do not advance it.
     m.insert_blocking(row("5.3", "5", "5.1", "P", 7, 5, 6000))
         .unwrap();

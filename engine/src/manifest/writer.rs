@@ -2,6 +2,7 @@
 
 mod delete;
 mod events;
+mod indexed;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -91,6 +92,8 @@ pub(crate) struct Writer {
     /// a row of theirs failed to commit: recovery on the next start re-enters
     /// everything from the last good `indexed_end`.
     frozen: HashSet<u64>,
+    /// How far each segment's records are all entered.
+    indexed: indexed::IndexedEnds,
     /// Failures not yet reported to a flush / close.
     errors: Vec<String>,
 }
@@ -137,6 +140,7 @@ impl Writer {
             rx,
             max_batch: max_batch.max(1),
             frozen: HashSet::new(),
+            indexed: indexed::IndexedEnds::default(),
             errors: Vec::new(),
         }
     }
@@ -260,12 +264,13 @@ impl Writer {
     fn write_batch(&mut self, rows: &[Box<InstanceRecord>]) {
         let started = Instant::now();
         let mut careful = false;
-        let (events, failed, row_errors) = loop {
+        let (events, failed, row_errors, planned) = loop {
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
                 self.fail_batch(rows, "BEGIN", e);
                 return;
             }
-            let mut ends: HashMap<u64, u64> = HashMap::new();
+            let mut entered: Vec<(Location, u64)> = Vec::with_capacity(rows.len());
+            let mut planned = HashMap::new();
             let mut failed: HashSet<u64> = HashSet::new();
             let mut events: Vec<(&InstanceRecord, Outcome)> = Vec::with_capacity(rows.len());
             let mut row_errors: Vec<String> = Vec::new();
@@ -287,8 +292,7 @@ impl Writer {
                                     .prepare_cached("RELEASE manifest_row")?
                                     .execute([])?;
                             }
-                            let end = ends.entry(row.location.segment).or_insert(0);
-                            *end = (*end).max(row.record_end);
+                            entered.push((row.location, row.record_end));
                             events.push((row, outcome));
                         }
                         Err(_) if !careful => return Ok(true),
@@ -314,11 +318,12 @@ impl Writer {
                     "INSERT INTO segments (id, indexed_end) VALUES (?1, ?2)
                      ON CONFLICT (id) DO UPDATE SET indexed_end = max(indexed_end, excluded.indexed_end)",
                 )?;
-                for (segment, end) in &ends {
+                planned = self.indexed.plan(&self.conn, &entered)?;
+                for (segment, progress) in &planned {
                     if failed.contains(segment) || self.frozen.contains(segment) {
                         continue;
                     }
-                    stmt.execute(params![segment, end])?;
+                    stmt.execute(params![segment, progress.end])?;
                 }
                 Ok(false)
             })();
@@ -340,8 +345,9 @@ impl Writer {
                 self.fail_batch(rows, "COMMIT", e);
                 return;
             }
-            break (events, failed, row_errors);
+            break (events, failed, row_errors, planned);
         };
+        self.indexed.apply(planned);
         let elapsed = started.elapsed();
         self.announce(&events);
 

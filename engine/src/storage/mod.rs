@@ -20,6 +20,7 @@ mod committer;
 pub mod format;
 mod recovery;
 mod segment;
+mod shared_tail;
 mod writer;
 
 #[cfg(test)]
@@ -39,7 +40,7 @@ use crate::Location;
 pub use check::{CheckReport, SegmentCheck};
 pub use committer::CommitStats;
 pub use format::{record_end, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-pub use writer::{PendingRecord, SegmentWriter};
+pub use writer::{PendingRecord, SegmentWriter, STAGE_LIMIT};
 
 use committer::CommitRequest;
 use segment::Segment;
@@ -157,6 +158,8 @@ pub(crate) struct Inner {
     broken: Vec<(u64, PathBuf, String)>,
     /// Writable segments with room left that no writer owns.
     idle: Mutex<Vec<Arc<Segment>>>,
+    /// The segment that staged records are appended to (see `shared_tail.rs`).
+    shared_tail: Mutex<Option<Arc<Segment>>>,
     next_segment: AtomicU64,
     next_sequence: AtomicU64,
     shared: Arc<Shared>,
@@ -265,7 +268,8 @@ impl Inner {
     /// Stops accepting commits, lets the committer drain its queue, and joins it.
     fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
-        let idle = std::mem::take(&mut *lock(&self.idle));
+        let mut idle = std::mem::take(&mut *lock(&self.idle));
+        idle.extend(self.take_shared_tail());
         // Dropping the only Sender disconnects the channel once the queue is drained;
         // the committer processes everything still queued, then exits.
         drop(self.sender.write().unwrap_or_else(|e| e.into_inner()).take());
@@ -332,6 +336,7 @@ impl Store {
             segments: RwLock::new(recovered.segments),
             broken: recovered.broken,
             idle: Mutex::new(Vec::new()),
+            shared_tail: Mutex::new(None),
             next_segment: AtomicU64::new(recovered.next_segment),
             next_sequence: AtomicU64::new(recovered.next_sequence),
             shared,
@@ -343,8 +348,9 @@ impl Store {
         Ok(Store { inner: Arc::new(inner) })
     }
 
-    /// A writer for one association. It creates (or takes an idle) segment on its first
-    /// `begin_record`; no two writers ever share a segment.
+    /// A writer for one association. Records up to `STAGE_LIMIT` go to the shared
+    /// segment whole; a larger record goes to a segment the writer owns alone, which it
+    /// creates (or takes from the idle pool) when it first needs one.
     pub fn new_writer(&self) -> SegmentWriter {
         SegmentWriter::new(self.inner.clone())
     }

@@ -212,9 +212,9 @@ fn scan_from_mid_offset() {
             for i in 0..10 {
                 written.push(put(&store, &mut w, 50 + i * 10).await);
             }
-            // A second segment from a second writer.
+            // A second segment: a record too large to stage goes to the writer's own.
             let mut w2 = store.new_writer();
-            written.push(put(&store, &mut w2, 7).await);
+            written.push(put(&store, &mut w2, STAGE_LIMIT as usize + 7).await);
         });
     }
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
@@ -440,9 +440,12 @@ fn out_of_space_when_fallocate_fails() {
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
     segment::FAIL_FALLOCATE.with(|f| f.set(Some(libc::ENOSPC)));
     let mut w = store.new_writer();
-    let err = w.begin_record().unwrap_err();
+    w.begin_record().unwrap();
+    w.append(&payload(1, 10)).unwrap();
+    let err = w.finish_record(1).unwrap_err();
     assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err:?}");
     assert!(!store.is_poisoned(), "out of space does not poison");
+    w.abort_record();
     let leftovers: Vec<_> = std::fs::read_dir(store.segments_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -486,9 +489,15 @@ fn out_of_space_on_a_full_tmpfs() {
     {
         let store = Store::open(&mnt, small(4 << 20)).unwrap();
         let mut w = store.new_writer();
-        let err = w.begin_record().unwrap_err();
+        w.begin_record().unwrap();
+        let err = w.spare(STAGE_LIMIT as usize + 1).unwrap_err();
         assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err:?}");
         assert!(!store.is_poisoned());
+        w.abort_record();
+        w.begin_record().unwrap();
+        w.append(&payload(1, 10)).unwrap();
+        let err = w.finish_record(1).unwrap_err();
+        assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err:?}");
         assert_eq!(store.check().unwrap().segments, 0, "nothing half-created is left behind");
     }
     // A segment that fits works.
@@ -527,18 +536,97 @@ fn abort_rewinds_and_leaves_no_garbage() {
 }
 
 #[test]
-fn dropped_writers_hand_their_segment_on() {
+fn staged_records_share_one_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small(1 << 20)).unwrap();
+    let mut written = Vec::new();
+    rt().block_on(async {
+        let mut a = store.new_writer();
+        let mut b = store.new_writer();
+        for i in 0..6 {
+            let w = if i % 2 == 0 { &mut a } else { &mut b };
+            written.push(put(&store, w, 1000 + i).await);
+        }
+        assert_eq!(a.segment_id(), None, "staged records need no segment of the writer's own");
+    });
+    for pair in written.windows(2) {
+        assert_eq!(pair[1].0.segment, pair[0].0.segment);
+        assert_eq!(pair[1].0.offset, record_end(&pair[0].0));
+    }
+    assert_eq!(store.commit_stats().flushes, 6);
+    for (loc, seq) in &written {
+        assert_eq!(store.read(*loc).unwrap().bytes(), &payload(*seq, loc.length as usize)[..]);
+    }
+}
+
+#[test]
+fn staged_records_of_a_batch_take_one_flush() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
     rt().block_on(async {
+        let mut pending = Vec::new();
+        let gate = store.inner.shared.gate.lock().unwrap();
+        let mut writers: Vec<SegmentWriter> = (0..4).map(|_| store.new_writer()).collect();
+        for (i, w) in writers.iter_mut().enumerate() {
+            let seq = store.next_sequence();
+            w.begin_record().unwrap();
+            w.append(&payload(seq, 500 + i)).unwrap();
+            pending.push(w.finish_record(seq).unwrap());
+        }
+        let commits: Vec<_> = pending.into_iter().map(|p| store.commit(p)).collect();
+        let mut all = Box::pin(futures_util::future::join_all(commits));
+        // Polling sends every request while the committer waits at the gate.
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut all).await.is_err());
+        drop(gate);
+        for result in all.await {
+            result.unwrap();
+        }
+    });
+    let stats = store.commit_stats();
+    assert_eq!(stats.requests, 4);
+    assert_eq!(stats.batches, 1, "{stats:?}");
+    assert_eq!(stats.flushes, 1, "one flush for the four writers: {stats:?}");
+}
+
+#[test]
+fn a_record_past_the_stage_limit_moves_to_its_own_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small(4 << 20)).unwrap();
+    rt().block_on(async {
+        let mut w = store.new_writer();
+        let (small_loc, small_seq) = put(&store, &mut w, 100).await;
+        let seq = store.next_sequence();
+        let data = payload(seq, STAGE_LIMIT as usize + 5000);
+        w.begin_record().unwrap();
+        for chunk in data.chunks(16 * 1024) {
+            w.spare(chunk.len()).unwrap().copy_from_slice(chunk);
+            w.advance(chunk.len()).unwrap();
+        }
+        assert_eq!(w.record_bytes(), &data[..]);
+        let p = w.finish_record(seq).unwrap();
+        let loc = p.location;
+        store.commit(p).await.unwrap();
+        assert_eq!(w.segment_id(), Some(loc.segment));
+        assert_ne!(loc.segment, small_loc.segment, "the shared segment holds only staged records");
+        assert_eq!(store.read(loc).unwrap().bytes(), &data[..]);
+        assert_eq!(store.read(small_loc).unwrap().bytes(), &payload(small_seq, 100)[..]);
+    });
+}
+
+#[test]
+fn dropped_writers_hand_their_segment_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small(4 << 20)).unwrap();
+    let large = STAGE_LIMIT as usize + 100;
+    rt().block_on(async {
         let mut a = store.new_writer();
-        let (la, _) = put(&store, &mut a, 100).await;
+        let (la, _) = put(&store, &mut a, large).await;
         let mut b = store.new_writer();
-        let (lb, _) = put(&store, &mut b, 100).await;
-        assert_ne!(la.segment, lb.segment, "live writers never share a segment");
+        let (lb, _) = put(&store, &mut b, large).await;
+        assert_ne!(la.segment, lb.segment, "live writers never share their own segments");
         drop(a);
         let mut c = store.new_writer();
-        let (lc, _) = put(&store, &mut c, 100).await;
+        let (lc, _) = put(&store, &mut c, large).await;
         assert_eq!(lc.segment, la.segment);
         assert_eq!(lc.offset, record_end(&la));
     });

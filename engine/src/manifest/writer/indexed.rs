@@ -1,0 +1,106 @@
+//! Per-segment `indexed_end`: the end of the run of records, from the start of a
+//! segment, that the manifest contains.
+//!
+//! Records of the shared segment come from many associations, and each association
+//! queues its row when its own commit resolves, so rows of one segment can arrive out
+//! of offset order. A row past a gap waits in `ahead` until the rows before it arrive.
+//! A gap that never closes (an association stopped between its commit and its row)
+//! keeps `indexed_end` below it, and recovery enters the missing record at the next start.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::storage::SEGMENT_HEADER_LEN;
+use crate::Location;
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct Progress {
+    /// End of the contiguous run of entered records.
+    pub(super) end: u64,
+    /// Entered records past a gap: offset to record end.
+    ahead: BTreeMap<u64, u64>,
+}
+
+impl Progress {
+    /// Counts the record at `offset`, ending at `record_end`, as entered.
+    fn enter(&mut self, offset: u64, record_end: u64) {
+        if offset > self.end {
+            self.ahead.insert(offset, record_end);
+            return;
+        }
+        self.end = self.end.max(record_end);
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() > self.end {
+                break;
+            }
+            let next_end = entry.remove();
+            self.end = self.end.max(next_end);
+        }
+    }
+}
+
+/// The progress of every segment this writer has entered rows for.
+#[derive(Default)]
+pub(super) struct IndexedEnds {
+    segments: HashMap<u64, Progress>,
+}
+
+impl IndexedEnds {
+    /// Returns the progress of the segments of `entered` after those rows, leaving this
+    /// tracker unchanged until [`IndexedEnds::apply`], so a rolled-back batch changes nothing.
+    pub(super) fn plan(&self, conn: &Connection, entered: &[(Location, u64)]) -> rusqlite::Result<HashMap<u64, Progress>> {
+        let mut planned: HashMap<u64, Progress> = HashMap::new();
+        for (location, record_end) in entered {
+            if !planned.contains_key(&location.segment) {
+                let progress = match self.segments.get(&location.segment) {
+                    Some(known) => known.clone(),
+                    None => Progress { end: stored_end(conn, location.segment)?, ahead: BTreeMap::new() },
+                };
+                planned.insert(location.segment, progress);
+            }
+            let progress = planned.get_mut(&location.segment).expect("inserted above");
+            progress.enter(location.offset, *record_end);
+        }
+        Ok(planned)
+    }
+
+    /// Keeps the progress planned for a committed batch.
+    pub(super) fn apply(&mut self, planned: HashMap<u64, Progress>) {
+        self.segments.extend(planned);
+    }
+}
+
+/// Returns the segment's `indexed_end` in the manifest, or the offset of its first record.
+fn stored_end(conn: &Connection, segment: u64) -> rusqlite::Result<u64> {
+    let stored: Option<u64> = conn
+        .prepare_cached("SELECT indexed_end FROM segments WHERE id = ?1")?
+        .query_row([segment], |r| r.get(0))
+        .optional()?;
+    Ok(stored.unwrap_or(SEGMENT_HEADER_LEN).max(SEGMENT_HEADER_LEN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_out_of_order_wait_for_the_gap() {
+        let mut p = Progress { end: 64, ahead: BTreeMap::new() };
+        p.enter(200, 300);
+        assert_eq!(p.end, 64);
+        p.enter(100, 200);
+        assert_eq!(p.end, 64);
+        p.enter(64, 100);
+        assert_eq!(p.end, 300);
+        assert!(p.ahead.is_empty());
+    }
+
+    #[test]
+    fn rows_below_the_end_change_nothing() {
+        let mut p = Progress { end: 500, ahead: BTreeMap::new() };
+        p.enter(64, 100);
+        assert_eq!(p.end, 500);
+        assert!(p.ahead.is_empty());
+    }
+}
