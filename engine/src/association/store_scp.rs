@@ -12,7 +12,7 @@ use nectar_codecs::scan::tags;
 use super::error::AssociationError;
 use super::session::Session;
 use crate::ingest;
-use crate::storage::StoreError;
+use crate::storage::{StoreError, STAGE_LIMIT};
 use crate::telemetry;
 
 /// A C-STORE whose data set is arriving.
@@ -110,17 +110,26 @@ impl Session {
             self.conn.skip(len).await?;
             return Ok(());
         }
-        let slot = match self.writer.spare(len) {
-            Ok(slot) => slot,
-            Err(error) => {
+        // In pieces of at most STAGE_LIMIT, so the writer's buffer stays that small
+        // whatever the PDU size.
+        let mut left = len;
+        while left > 0 {
+            let piece = left.min(STAGE_LIMIT as usize);
+            let slot = match self.writer.spare(piece) {
+                Ok(slot) => slot,
+                Err(error) => {
+                    self.fail_store_write(error);
+                    self.conn.skip(left).await?;
+                    return Ok(());
+                }
+            };
+            self.conn.read_into(slot).await?;
+            left -= piece;
+            if let Err(error) = self.writer.advance(piece) {
                 self.fail_store_write(error);
-                self.conn.skip(len).await?;
+                self.conn.skip(left).await?;
                 return Ok(());
             }
-        };
-        self.conn.read_into(&mut slot[..len]).await?;
-        if let Err(error) = self.writer.advance(len) {
-            self.fail_store_write(error);
         }
         Ok(())
     }

@@ -225,12 +225,16 @@ impl Writer {
 
     /// Waits for more rows until `BATCH_LINGER` after the batch's first
     /// message, so a steady trickle of rows shares one transaction.
+    /// Sleeps out the rest of the batch's linger time, then takes the next
+    /// message if one came. A sleep, not a receive with a timeout, because
+    /// the receive would wake this thread for every row.
     fn linger(&self, batch_started: Instant) -> Option<Msg> {
         let waited = batch_started.elapsed();
         if waited >= BATCH_LINGER {
             return None;
         }
-        self.rx.recv_timeout(BATCH_LINGER - waited).ok()
+        std::thread::sleep(BATCH_LINGER - waited);
+        self.rx.try_recv().ok()
     }
 
     fn take_report(&mut self) -> Report {
