@@ -2,11 +2,16 @@
 //! with `insert_blocking`, then `flush` (which returns once the writer thread
 //! has committed them). One iteration is one batch of 512 rows; each
 //! criterion sample gets a fresh database in a temporary directory. Rows are
-//! built before the clock starts.
+//! built before the clock starts. The second benchmark records events (two
+//! outbox rows and the study's change per instance) as `nectar serve` does
+//! by default.
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::sync::Arc;
+
+use nectar_engine::events::EventsConfig;
 use nectar_engine::manifest::{InstanceRecord, Manifest, ManifestConfig};
 use nectar_engine::Location;
 
@@ -17,7 +22,8 @@ const RECORD_LEN: u64 = 40_000;
 
 fn row(n: u64) -> InstanceRecord {
     let study = n / PER_SERIES;
-    let offset = 4096 + n * (RECORD_LEN + 4096);
+    // Records of one segment, back to back as the store writes them.
+    let offset = 64 + n * (32 + RECORD_LEN);
     InstanceRecord {
         sop_instance_uid: format!("2.25.1000000000000003{n:022}"),
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
@@ -55,13 +61,21 @@ fn row(n: u64) -> InstanceRecord {
     }
 }
 
-fn run(iters: u64) -> Duration {
+fn events_config() -> ManifestConfig {
+    let events = EventsConfig {
+        source: "nectar://bench".into(),
+        provider: "nectar".into(),
+        internal_base_url: "http://127.0.0.1:8080/dicomweb".into(),
+        external_base_url: "http://127.0.0.1:8080/dicomweb".into(),
+        quiet_period: Duration::from_secs(3600),
+        retention: Duration::from_secs(3600),
+    };
+    ManifestConfig { events: Some(Arc::new(events)), ..ManifestConfig::default() }
+}
+
+fn run(iters: u64, config: ManifestConfig) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = Manifest::open(
-        &dir.path().join("manifest.sqlite3"),
-        ManifestConfig::default(),
-    )
-    .unwrap();
+    let manifest = Manifest::open(&dir.path().join("manifest.sqlite3"), config).unwrap();
     let mut batches: Vec<Vec<InstanceRecord>> = (0..iters)
         .map(|i| (i * BATCH..(i + 1) * BATCH).map(row).collect())
         .collect();
@@ -82,7 +96,10 @@ fn manifest(c: &mut Criterion) {
     let mut g = c.benchmark_group("manifest");
     g.throughput(Throughput::Elements(BATCH));
     g.bench_function("insert_blocking_512_rows_then_flush", |b| {
-        b.iter_custom(run)
+        b.iter_custom(|iters| run(iters, ManifestConfig::default()))
+    });
+    g.bench_function("insert_blocking_512_rows_then_flush_with_events", |b| {
+        b.iter_custom(|iters| run(iters, events_config()))
     });
     g.finish();
 }

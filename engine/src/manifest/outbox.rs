@@ -8,7 +8,7 @@
 //! emitted once.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use super::record::InstanceRecord;
 use crate::events::body::{self, ChangeSet, SeriesView, StudyView};
@@ -113,7 +113,24 @@ pub(crate) fn record_instance(
     let available = body::dicom_available(config, &available_id, &time, row);
     insert_event(conn, &available_id, event_type::DICOM_AVAILABLE, study, now_ms, &available, None)?;
     let entry = format!("{}/{}", row.series_instance_uid, row.sop_instance_uid);
-    record_change(conn, study, &entry, kind, now_ms)
+    record_stored_change(conn, study, &entry, kind)
+}
+
+/// Marks `entry` of a study as added or modified, merged in one statement
+/// with any change of the same instance since the last revision (the same
+/// merge as [`ChangeKind::then`], which never cancels an addition or a
+/// modification). The study's wait starts with [`touch_study`].
+fn record_stored_change(conn: &Connection, study: &str, entry: &str, kind: ChangeKind) -> rusqlite::Result<()> {
+    debug_assert!(kind != ChangeKind::Deletion);
+    conn.prepare_cached(
+        "INSERT INTO study_changes (study_instance_uid, entry, kind) VALUES (?1, ?2, ?3)
+         ON CONFLICT (study_instance_uid, entry) DO UPDATE SET kind = CASE kind
+             WHEN 'addition' THEN 'addition'
+             WHEN 'deletion' THEN 'modification'
+             ELSE excluded.kind END",
+    )?
+    .execute([study, entry, kind.as_str()])?;
+    Ok(())
 }
 
 /// Marks `entry` of a study as changed at `now_ms`, merged with any change
@@ -146,6 +163,12 @@ pub(crate) fn record_change(
                 .execute([study, entry])?;
         }
     }
+    touch_study(conn, study, now_ms)
+}
+
+/// Records that a study changed at `now_ms`, which starts (or restarts) its
+/// wait for the quiet period.
+pub(crate) fn touch_study(conn: &Connection, study: &str, now_ms: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO study_revisions (study_instance_uid, revision, last_change_ms) VALUES (?1, 0, ?2)
          ON CONFLICT (study_instance_uid) DO UPDATE SET last_change_ms = excluded.last_change_ms",
@@ -160,7 +183,7 @@ fn insert_event(
     kind: &str,
     study: &str,
     now_ms: i64,
-    body: &Value,
+    body: &str,
     record: Option<Location>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -172,7 +195,7 @@ fn insert_event(
         kind,
         study,
         now_ms,
-        body.to_string(),
+        body,
         record.map(|l| l.segment),
         record.map(|l| l.offset),
         record.map(|l| l.length),
@@ -206,7 +229,7 @@ pub(crate) fn emit_revision(
     let revision = previous + 1;
     let id = format!("{store_id}-{study}-r{revision}");
     let event = body::study_revision(config, &id, &rfc3339_millis(now_ms), revision, &view, &changes);
-    insert_event(conn, &id, event_type::STUDY_REVISION, study, now_ms, &event, None)?;
+    insert_event(conn, &id, event_type::STUDY_REVISION, study, now_ms, &event.to_string(), None)?;
     conn.prepare_cached(
         "UPDATE study_revisions SET revision = ?2, last_change_ms = NULL WHERE study_instance_uid = ?1",
     )?

@@ -173,7 +173,8 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, ManifestError> {
         "PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -16384;",
+         PRAGMA cache_size = -16384;
+         PRAGMA wal_autocheckpoint = 8192;",
     )?;
     create_schema(&conn)?;
     Ok(conn)

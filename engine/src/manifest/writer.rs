@@ -322,6 +322,7 @@ impl Writer {
                     "INSERT INTO segments (id, indexed_end) VALUES (?1, ?2)
                      ON CONFLICT (id) DO UPDATE SET indexed_end = max(indexed_end, excluded.indexed_end)",
                 )?;
+                self.touch_studies(&events)?;
                 planned = self.indexed.plan(&self.conn, &entered)?;
                 for (segment, progress) in &planned {
                     if failed.contains(segment) || self.frozen.contains(segment) {

@@ -31,6 +31,25 @@ impl Writer {
         Ok(())
     }
 
+    /// Starts the quiet-period wait of every study a new or replaced row of
+    /// the batch belongs to: one statement per study, not per row.
+    pub(super) fn touch_studies(&self, applied: &[(&InstanceRecord, Outcome)]) -> rusqlite::Result<()> {
+        if self.events.is_none() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut studies: BTreeMap<&str, ()> = BTreeMap::new();
+        for (row, outcome) in applied {
+            if matches!(outcome, Outcome::Inserted | Outcome::Replaced { .. }) {
+                studies.insert(&row.study_instance_uid, ());
+            }
+        }
+        for study in studies.keys() {
+            outbox::touch_study(&self.conn, study, now)?;
+        }
+        Ok(())
+    }
+
     /// Reports, after a commit, the changed studies to the study actors and
     /// the new end of the outbox to the consumers.
     pub(super) fn announce(&self, applied: &[(&InstanceRecord, Outcome)]) {
