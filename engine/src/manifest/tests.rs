@@ -274,6 +274,28 @@ fn newest_attributes_win_in_any_order() {
 }
 
 #[test]
+fn later_rows_of_a_batch_keep_the_newest_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(&dir, 16, 16);
+    // One batch: the second row matches the first in every attribute, so it
+    // only raises the sequence the attributes are known at (5 -> 9).
+    let mut first = row("4.1.1.1", "4.1", "4.1.1", "P4", 5, 0, 0);
+    first.series_description = Some("kept".into());
+    let mut second = row("4.1.1.2", "4.1", "4.1.1", "P4", 9, 0, 2000);
+    second.series_description = Some("kept".into());
+    m.insert_blocking(first).unwrap();
+    m.insert_blocking(second).unwrap();
+    m.flush().unwrap();
+    // A later batch with an older record (7) must not change them.
+    let mut stale = row("4.1.1.3", "4.1", "4.1.1", "P4", 7, 0, 4000);
+    stale.series_description = Some("stale".into());
+    m.insert_blocking(stale).unwrap();
+    m.flush().unwrap();
+    let got = m.instance("4.1.1.3").unwrap().unwrap();
+    assert_eq!(got.series_description.as_deref(), Some("kept"));
+}
+
+#[test]
 fn duplicate_newest_wins() {
     let dir = tempfile::tempdir().unwrap();
     let m = open(&dir, 16, 16);

@@ -3,6 +3,7 @@
 mod delete;
 mod events;
 mod indexed;
+mod memo;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -279,6 +280,7 @@ impl Writer {
             let mut events: Vec<(&InstanceRecord, Outcome)> = Vec::with_capacity(rows.len());
             let mut row_errors: Vec<String> = Vec::new();
             // Ok(false): written; Ok(true): a row failed, retry carefully.
+            let mut memo = memo::HierarchyMemo::new(!careful);
             let result: rusqlite::Result<bool> = (|| {
                 for row in rows {
                     if careful {
@@ -286,7 +288,7 @@ impl Writer {
                             .prepare_cached("SAVEPOINT manifest_row")?
                             .execute([])?;
                     }
-                    match apply_row(&self.conn, row).and_then(|outcome| {
+                    match apply_row(&self.conn, row, &mut memo).and_then(|outcome| {
                         self.record_events(row, &outcome)?;
                         Ok(outcome)
                     }) {
@@ -322,6 +324,7 @@ impl Writer {
                     "INSERT INTO segments (id, indexed_end) VALUES (?1, ?2)
                      ON CONFLICT (id) DO UPDATE SET indexed_end = max(indexed_end, excluded.indexed_end)",
                 )?;
+                memo.flush(&self.conn)?;
                 self.touch_studies(&events)?;
                 planned = self.indexed.plan(&self.conn, &entered)?;
                 for (segment, progress) in &planned {
@@ -421,7 +424,7 @@ fn key(v: &Option<String>) -> &str {
 }
 
 /// Applies one row inside the open transaction.
-fn apply_row(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<Outcome> {
+fn apply_row(conn: &Connection, r: &InstanceRecord, memo: &mut memo::HierarchyMemo) -> rusqlite::Result<Outcome> {
     let existing = conn
         .prepare_cached(
             r#"SELECT id, series_pk, sequence, segment, "offset", length
@@ -443,7 +446,7 @@ fn apply_row(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<Outcome>
 
     match existing {
         None => {
-            let series_pk = upsert_hierarchy(conn, r)?;
+            let series_pk = upsert_hierarchy(conn, r, memo)?;
             conn.prepare_cached(
                 r#"INSERT INTO instances (
                        sop_instance_uid, series_pk, sop_class_uid, transfer_syntax_uid,
@@ -480,7 +483,7 @@ fn apply_row(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<Outcome>
                 e.sequence,
                 r.sequence,
             )?;
-            let series_pk = upsert_hierarchy(conn, r)?;
+            let series_pk = upsert_hierarchy(conn, r, memo)?;
             conn.prepare_cached(
                 r#"UPDATE instances SET
                        series_pk = ?2, sop_class_uid = ?3, transfer_syntax_uid = ?4,
@@ -508,6 +511,7 @@ fn apply_row(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<Outcome>
                 r.calling_ae_title,
             ])?;
             if e.series_pk != series_pk {
+                memo.clear(conn)?;
                 gc_series(conn, e.series_pk)?;
             }
             Ok(Outcome::Replaced {
@@ -642,6 +646,7 @@ fn seq_i64(seq: u64) -> rusqlite::Result<i64> {
 /// newer record's parent.
 fn upsert_level(
     conn: &Connection,
+    memo: &mut memo::HierarchyMemo,
     level: &Level,
     keys: &[Value],
     parent: Option<i64>,
@@ -649,6 +654,9 @@ fn upsert_level(
     seq: u64,
 ) -> rusqlite::Result<(i64, Option<i64>)> {
     let seq_i = seq_i64(seq)?;
+    if let memo::Lookup::Hit(id) = memo.lookup(conn, level.touch, keys, parent, attrs, seq_i)? {
+        return Ok((id, None));
+    }
     let seq = Value::Integer(seq_i);
     let found = conn
         .prepare_cached(level.select)?
@@ -675,7 +683,9 @@ fn upsert_level(
             .chain(std::iter::once(seq));
         conn.prepare_cached(level.insert)?
             .execute(params_from_iter(values))?;
-        return Ok((conn.last_insert_rowid(), None));
+        let id = conn.last_insert_rowid();
+        memo.remember(level.touch, keys, id, parent, attrs, seq_i);
+        return Ok((id, None));
     };
     if seq_i < attrs_seq {
         // A newer record set this entity's values: leave them.
@@ -690,6 +700,7 @@ fn upsert_level(
         // the indexed columns alone.
         conn.prepare_cached(level.touch)?
             .execute(params![id, seq_i])?;
+        memo.remember(level.touch, keys, id, parent, attrs, seq_i);
         return Ok((id, None));
     }
     let values = std::iter::once(Value::Integer(id))
@@ -698,6 +709,7 @@ fn upsert_level(
         .chain(std::iter::once(seq));
     conn.prepare_cached(level.update)?
         .execute(params_from_iter(values))?;
+    memo.remember(level.touch, keys, id, parent, attrs, seq_i);
     let moved_from = match (parent, old_parent) {
         (Some(p), Some(old)) if p != old => Some(old),
         _ => None,
@@ -708,11 +720,12 @@ fn upsert_level(
 /// Finds or creates the row's patient, study and series, updating their
 /// attributes when this row is at least as new as the values they hold, and
 /// returns the series' key. Entities left without children are removed.
-fn upsert_hierarchy(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<i64> {
+fn upsert_hierarchy(conn: &Connection, r: &InstanceRecord, memo: &mut memo::HierarchyMemo) -> rusqlite::Result<i64> {
     let seq = r.sequence;
     // Patient, keyed by (PatientID, IssuerOfPatientID), '' for absent.
     let (patient_pk, _) = upsert_level(
         conn,
+        memo,
         &PATIENT,
         &[
             Value::Text(key(&r.patient_id).to_owned()),
@@ -728,6 +741,7 @@ fn upsert_hierarchy(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<i
     )?;
     let (study_pk, orphan_patient) = upsert_level(
         conn,
+        memo,
         &STUDY,
         &[Value::Text(r.study_instance_uid.clone())],
         Some(patient_pk),
@@ -744,10 +758,12 @@ fn upsert_hierarchy(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<i
         seq,
     )?;
     if let Some(p) = orphan_patient {
+        memo.clear(conn)?;
         gc_patient(conn, p)?;
     }
     let (series_pk, orphan_study) = upsert_level(
         conn,
+        memo,
         &SERIES,
         &[Value::Text(r.series_instance_uid.clone())],
         Some(study_pk),
@@ -764,6 +780,7 @@ fn upsert_hierarchy(conn: &Connection, r: &InstanceRecord) -> rusqlite::Result<i
         seq,
     )?;
     if let Some(s) = orphan_study {
+        memo.clear(conn)?;
         gc_study(conn, s)?;
     }
     Ok(series_pk)
