@@ -1,7 +1,7 @@
 //! What one batch's transaction has already written for each patient, study
 //! and series. A row whose series was entered earlier in the batch, with the
-//! same parents and attributes, then costs no select and no sequence update
-//! at any of the three levels: the newest sequence is written once, by
+//! same parents and attributes, costs no select and no sequence update at any
+//! of the three levels. The newest sequence is written once, by
 //! [`HierarchyMemo::flush`], before the transaction commits.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ struct Known {
     dirty: bool,
 }
 
-/// The answer of [`HierarchyMemo::lookup`].
+/// The result of [`HierarchyMemo::lookup`].
 pub(super) enum Lookup {
     /// The entity is known with these parent and attributes: its id.
     Hit(i64),
@@ -37,7 +37,7 @@ pub(super) struct HierarchyMemo {
     known: HashMap<(&'static str, String), Known>,
 }
 
-/// The memo key of natural keys that are all text, or `None`.
+/// Returns the memo key of natural keys that are all text, or `None`.
 fn key_text(keys: &[Value]) -> Option<String> {
     let mut joined = String::new();
     for key in keys {
@@ -103,8 +103,8 @@ impl HierarchyMemo {
         Ok(())
     }
 
-    /// Writes every newer sequence, then forgets every entity: for when rows
-    /// are deleted, which may remove an entity an entry describes.
+    /// Writes every newer sequence, then drops every entry. Called before rows
+    /// are deleted, because a deletion may remove an entity an entry describes.
     pub(super) fn clear(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         self.flush(conn)?;
         self.known.clear();
