@@ -232,6 +232,18 @@ impl Segment {
         file.write_all_at(data, offset).map_err(|e| io_error("pwrite", &self.path, e, data.len() as u64))
     }
 
+    /// Starts writing `[offset, offset + len)` back to disk without waiting for
+    /// it (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`), so that the flush at
+    /// commit finds less to write. Makes nothing durable; errors are ignored,
+    /// because the flush at commit writes and checks the same range again.
+    pub(crate) fn start_writeback(&self, offset: u64, len: u64) {
+        let Some(file) = &self.file else { return };
+        let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else { return };
+        // SAFETY: `file` is an open descriptor for the whole call; sync_file_range
+        // takes plain integers and touches no memory of ours.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+
     /// Writes `len` zero bytes at `offset`, under the conditions of [`Segment::write_at`].
     pub(crate) fn write_zeros(&self, offset: u64, len: u64) -> Result<(), StoreError> {
         static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];

@@ -591,12 +591,13 @@ fn staged_records_of_a_batch_take_one_flush() {
 #[test]
 fn a_record_past_the_stage_limit_moves_to_its_own_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), small(4 << 20)).unwrap();
+    let store = Store::open(dir.path(), small(8 << 20)).unwrap();
     rt().block_on(async {
         let mut w = store.new_writer();
         let (small_loc, small_seq) = put(&store, &mut w, 100).await;
         let seq = store.next_sequence();
-        let data = payload(seq, STAGE_LIMIT as usize + 5000);
+        // Long enough that writeback starts twice before the commit.
+        let data = payload(seq, (STAGE_LIMIT + 2 * writer::WRITEBACK_STEP) as usize + 5000);
         w.begin_record().unwrap();
         for chunk in data.chunks(16 * 1024) {
             w.spare(chunk.len()).unwrap().copy_from_slice(chunk);
