@@ -89,6 +89,9 @@ def wait_children_done(pid, timeout_s=5.0):
 def run_one(ctx, receiver_name, workload, round_no):
     """Run one receiver against one workload; a receiver or load failure goes into RunResult.reason, not an exception."""
     result = RunResult(receiver=receiver_name, workload=workload.name, round=round_no)
+    # A receiver that does not fsync leaves its data to the kernel's writeback;
+    # without this, that writeback would compete with the next run's disk I/O.
+    os.sync()
     work_dir = tempfile.mkdtemp(prefix=f"{receiver_name}-", dir=ctx.tmp_root)
     receiver = CLASSES[receiver_name](ctx, work_dir)
     try:
