@@ -470,6 +470,32 @@ fn indexed_end_waits_for_rows_out_of_order() {
 }
 
 #[test]
+fn a_deleted_instance_stays_deleted_when_entered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(&dir, 16, 1);
+    let at = |i: u64| row(&format!("9.{i}"), "9", "9.1", "P9", i + 1, 9, 64 + i * 2000);
+    // Row 0 never arrives, so indexed_end stays at the segment's start.
+    m.insert_blocking(at(1)).unwrap();
+    m.insert_blocking(at(2)).unwrap();
+    m.flush().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let scope = DeleteScope {
+        study_instance_uid: "9".into(),
+        series_instance_uid: Some("9.1".into()),
+        sop_instance_uid: Some("9.2".into()),
+    };
+    assert_eq!(rt.block_on(m.delete(scope)).unwrap(), 1);
+    // Recovery enters every record from indexed_end on again.
+    for i in 0..3 {
+        m.insert_blocking(at(i)).unwrap();
+    }
+    m.flush().unwrap();
+    assert_eq!(m.instance("9.2").unwrap(), None);
+    assert!(m.instance("9.0").unwrap().is_some());
+    assert_eq!(m.indexed_ends().unwrap()[&9], 64 + 3 * 2000);
+}
+
+#[test]
 fn reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let full = full_row();

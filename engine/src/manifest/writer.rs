@@ -445,6 +445,7 @@ fn apply_row(conn: &Connection, r: &InstanceRecord, memo: &mut memo::HierarchyMe
         .optional()?;
 
     match existing {
+        None if was_deleted(conn, r.sequence)? => Ok(Outcome::AlreadyPresent),
         None => {
             let series_pk = upsert_hierarchy(conn, r, memo)?;
             conn.prepare_cached(
@@ -538,6 +539,17 @@ fn apply_row(conn: &Connection, r: &InstanceRecord, memo: &mut memo::HierarchyMe
             }
         }
     }
+}
+
+/// Returns whether the record with this sequence was entered and then
+/// deleted. Recovery enters again every record past a segment's
+/// `indexed_end`, which can stop below deleted records, and a deletion must
+/// stay a deletion.
+fn was_deleted(conn: &Connection, sequence: u64) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM deleted_instances WHERE sequence = ?1")?
+        .query_row([seq_i64(sequence)?], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 /// Records a superseded copy; false if that sequence is already recorded.

@@ -15,6 +15,10 @@ impl Inner {
     ///
     /// Holding the lock while writing keeps records in offset order and makes the lock
     /// holder the segment's single writer, as the `Segment` contract requires.
+    ///
+    /// NOTE: a roll creates the next segment (two fsyncs) and each 4 MiB allocation
+    /// runs posix_fallocate under the lock, so every association finishing a small
+    /// instance waits meanwhile, on its worker thread.
     pub(crate) fn append_shared(&self, record: &[u8]) -> Result<(Arc<Segment>, u64), StoreError> {
         let span = record.len() as u64;
         let mut tail = lock(&self.shared_tail);

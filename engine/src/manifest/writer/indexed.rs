@@ -14,6 +14,10 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::storage::SEGMENT_HEADER_LEN;
 use crate::Location;
 
+/// Records past a gap kept per segment. A gap that outlives this many rows
+/// will not close in this process (its row was lost), so the rest are dropped.
+const MAX_AHEAD: usize = 4096;
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct Progress {
     /// End of the contiguous run of entered records.
@@ -26,6 +30,11 @@ impl Progress {
     /// Counts the record at `offset`, ending at `record_end`, as entered.
     fn enter(&mut self, offset: u64, record_end: u64) {
         if offset > self.end {
+            if self.ahead.len() >= MAX_AHEAD {
+                // The gap is not closing: stop tracking what lies past it. The
+                // end stays below the gap, which only makes recovery rescan more.
+                self.ahead.clear();
+            }
             self.ahead.insert(offset, record_end);
             return;
         }
