@@ -560,6 +560,40 @@ fn staged_records_share_one_segment() {
 }
 
 #[test]
+fn writers_on_two_threads_roll_the_shared_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut written: Vec<(Location, u64)> = Vec::new();
+    {
+        let store = Store::open(dir.path(), small(64 << 10)).unwrap();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|t| {
+                    let store = store.clone();
+                    scope.spawn(move || {
+                        let mut w = store.new_writer();
+                        let rt = rt();
+                        (0..40).map(|i| rt.block_on(put(&store, &mut w, 4000 + t * 100 + i))).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                written.extend(h.join().unwrap());
+            }
+        });
+        let segments: std::collections::BTreeSet<u64> = written.iter().map(|(l, _)| l.segment).collect();
+        assert!(segments.len() > 2, "64 KiB segments roll: {segments:?}");
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), small(64 << 10)).unwrap();
+    for (loc, seq) in &written {
+        assert_eq!(store.read(*loc).unwrap().bytes(), &payload(*seq, loc.length as usize)[..]);
+    }
+    let report = store.check().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.records, 80);
+}
+
+#[test]
 fn staged_records_of_a_batch_take_one_flush() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
