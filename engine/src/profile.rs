@@ -143,10 +143,10 @@ impl Profile {
 /// association, rounded up to MiB; `None` when `max_pdu_length` is 0 (unlimited).
 ///
 /// NOTE: the two PDUs are an allowance for each association's buffers, not a
-/// measured peak: the socket buffer, and the storage writer's buffer of at
-/// most 256 KiB, which keeps a small instance whole, or the next piece of a
-/// larger one, before it goes to the segment file (page cache, not anonymous
-/// memory).
+/// measured peak. They cover the socket buffer and the storage writer's buffer
+/// of at most 256 KiB. The writer's buffer keeps a small instance whole, or the
+/// next piece of a larger one, before it goes to the segment file, which is page
+/// cache and not anonymous memory.
 pub fn anonymous_memory_budget_mib(max_associations: usize, max_pdu_length: u32) -> Option<u64> {
     if max_pdu_length == 0 {
         return None;

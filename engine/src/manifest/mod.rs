@@ -23,9 +23,9 @@
 //!
 //! The writer advances a segment's `indexed_end` to the end of the run of
 //! records, from the segment's start, whose rows it committed
-//! ([`InstanceRecord::record_end`]). Rows may arrive out of segment order
-//! (associations share a segment for small records); a row past a gap counts
-//! once the rows before it are in. If a row fails to be written, the
+//! ([`InstanceRecord::record_end`]). Rows may arrive out of segment order,
+//! because associations share a segment for small records. A row past a gap
+//! counts once the rows before it are in. If a row fails to be written, the
 //! writer logs it, reports it to the next `flush`/`close`, and stops advancing
 //! that segment's `indexed_end` until the next start, so recovery re-enters it.
 //!

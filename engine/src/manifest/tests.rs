@@ -274,7 +274,7 @@ fn newest_attributes_win_in_any_order() {
 }
 
 #[test]
-fn later_rows_of_a_batch_keep_the_newest_sequence() {
+fn batch_memo_keeps_newest_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let m = open(&dir, 16, 16);
     // One batch: the second row matches the first in every attribute, so it
@@ -470,7 +470,7 @@ fn indexed_end_waits_for_rows_out_of_order() {
 }
 
 #[test]
-fn a_deleted_instance_stays_deleted_when_entered_again() {
+fn reentry_keeps_deleted_instance_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let m = open(&dir, 16, 1);
     let at = |i: u64| row(&format!("9.{i}"), "9", "9.1", "P9", i + 1, 9, 64 + i * 2000);

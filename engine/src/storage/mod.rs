@@ -348,9 +348,9 @@ impl Store {
         Ok(Store { inner: Arc::new(inner) })
     }
 
-    /// A writer for one association. Records up to `STAGE_LIMIT` go to the shared
-    /// segment whole; a larger record goes to a segment the writer owns alone, which it
-    /// creates (or takes from the idle pool) when it first needs one.
+    /// Returns a writer for one association. Records up to `STAGE_LIMIT` go to the
+    /// shared segment whole. A larger record goes to a segment the writer owns alone,
+    /// which it creates (or takes from the idle pool) when it first needs one.
     pub fn new_writer(&self) -> SegmentWriter {
         SegmentWriter::new(self.inner.clone())
     }

@@ -49,7 +49,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 pub(crate) const ALLOCATION_CHUNK: u64 = 4 * 1024 * 1024;
 
 /// Allocates `[offset, offset + len)` of `file`, so that later writes into that range
-/// cannot fail for lack of space.
+/// do not fail for lack of space on a file system that writes in place (not on a
+/// copy-on-write one).
 pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     let too_big = |_| std::io::Error::from_raw_os_error(libc::EFBIG);
     let offset = libc::off_t::try_from(offset).map_err(too_big)?;
@@ -74,7 +75,7 @@ pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result
 ///   shared slices over them after an `Acquire` load of `published`.
 /// - Bytes at or above `published` belong to the single `SegmentWriter` that currently owns
 ///   the segment (a writable segment is held by at most one writer, or sits in the idle pool
-///   where nobody writes). Nobody else reads them.
+///   where nobody writes). No other code reads them.
 /// - Nothing is written through the mapping: the writer uses positioned writes on `file`,
 ///   which land in the same page cache the mapping shows.
 /// - The committer never forms references; it only calls `msync` on ranges.

@@ -560,7 +560,7 @@ fn staged_records_share_one_segment() {
 }
 
 #[test]
-fn writers_on_two_threads_roll_the_shared_segment() {
+fn shared_segment_rolls_under_two_threads() {
     let dir = tempfile::tempdir().unwrap();
     let mut written: Vec<(Location, u64)> = Vec::new();
     {
@@ -594,7 +594,7 @@ fn writers_on_two_threads_roll_the_shared_segment() {
 }
 
 #[test]
-fn staged_records_of_a_batch_take_one_flush() {
+fn staged_batch_takes_one_flush() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
     rt().block_on(async {
@@ -623,7 +623,7 @@ fn staged_records_of_a_batch_take_one_flush() {
 }
 
 #[test]
-fn a_record_past_the_stage_limit_moves_to_its_own_segment() {
+fn large_record_uses_own_segment() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(8 << 20)).unwrap();
     rt().block_on(async {

@@ -28,8 +28,9 @@ struct OpenRecord {
 
 /// Writes records, each into one of two places. Owned by one association.
 ///
-/// A record is staged in memory until it passes [`STAGE_LIMIT`]. A staged record is
-/// written whole, header first, into the store's shared segment by `finish_record`. A
+/// A record is staged in memory until it passes [`STAGE_LIMIT`]. `finish_record` writes a
+/// staged record whole (header, payload and padding in one write) into the store's
+/// shared segment. A
 /// record that passes the limit moves to a segment this writer owns exclusively and grows
 /// there as more bytes arrive.
 ///
@@ -119,8 +120,8 @@ impl SegmentWriter {
     /// `wanted` payload bytes.
     ///
     /// NOTE: creating a segment runs two fsyncs on the calling thread, and every
-    /// allocation chunk a posix_fallocate; that thread is an association's worker
-    /// arbiter, so the other associations on it wait meanwhile.
+    /// allocation chunk runs a posix_fallocate there. That thread is an association's
+    /// worker arbiter, so the other associations on it wait meanwhile.
     fn unstage(&mut self, wanted: u64) -> Result<(), StoreError> {
         let rec = self.open.expect("called with an open record");
         let has_room = self
@@ -192,8 +193,8 @@ impl SegmentWriter {
     }
 
     /// Appends bytes to the open record. A record that outgrows the staging limit or its
-    /// segment moves, copying what it has; a record larger than the segment size gets a
-    /// segment of its own.
+    /// segment moves and takes its bytes along. A record larger than the segment size
+    /// gets a segment of its own.
     pub fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
         self.inner.check_writable()?;
         if data.is_empty() {

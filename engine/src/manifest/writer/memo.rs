@@ -1,5 +1,5 @@
-//! What one batch's transaction has already written for each patient, study
-//! and series. A row whose series was entered earlier in the batch, with the
+//! A memo of the patients, studies and series one batch's transaction has
+//! already written. A row whose series was entered earlier in the batch, with the
 //! same parents and attributes, costs no select and no sequence update at any
 //! of the three levels. The newest sequence is written once, by
 //! [`HierarchyMemo::flush`], before the transaction commits.
@@ -69,7 +69,8 @@ impl HierarchyMemo {
             return Ok(Lookup::Miss);
         }
         let Some(key) = key_text(keys) else { return Ok(Lookup::Miss) };
-        let Some(known) = self.known.get_mut(&(touch, key.clone())) else { return Ok(Lookup::Miss) };
+        let map_key = (touch, key);
+        let Some(known) = self.known.get_mut(&map_key) else { return Ok(Lookup::Miss) };
         if known.parent == parent && known.attrs == attrs {
             if seq > known.attrs_seq {
                 known.attrs_seq = seq;
@@ -77,7 +78,7 @@ impl HierarchyMemo {
             }
             return Ok(Lookup::Hit(known.id));
         }
-        if let Some(known) = self.known.remove(&(touch, key)) {
+        if let Some(known) = self.known.remove(&map_key) {
             write_sequence(conn, &known)?;
         }
         Ok(Lookup::Miss)
