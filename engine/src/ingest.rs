@@ -47,8 +47,7 @@ pub fn finish_instance(store: &Store, writer: &mut SegmentWriter, partial: Parti
 /// A failure to queue the manifest entry is logged, not returned: the record
 /// is durable, so recovery enters it at the next start.
 pub async fn commit_finished(store: &Store, manifest: &Manifest, finished: FinishedInstance) -> Result<Location, StoreError> {
-    let location = finished.pending.location;
-    store.commit(finished.pending).await?;
+    let location = store.commit(finished.pending).await?;
 
     let row = finished.partial.complete(location, finished.sequence);
     let sop_instance_uid = row.sop_instance_uid.clone();

@@ -84,9 +84,13 @@ fn check_segment(seg: &Segment, corrupt: &mut Vec<(u64, u64, String)>) -> Segmen
                 s.end = offset;
                 continue;
             }
-            Probe::Empty => match last_nonzero(bytes, offset) {
-                None => break, // clean end: zeros up to the end
-                Some(_) => ("zero record magic followed by data".to_string(), offset + RECORD_ALIGN),
+            Probe::Empty => match (format::skip_padding(bytes, offset), last_nonzero(bytes, offset)) {
+                (_, None) => break, // clean end: zeros up to the end
+                (Some(next), Some(_)) => {
+                    offset = next;
+                    continue;
+                }
+                (None, Some(_)) => ("zero record magic followed by data".to_string(), offset + RECORD_ALIGN),
             },
             Probe::Invalid { reason, skip: Some(h) } => (reason, offset + format::record_span(h.length)),
             Probe::Invalid { reason, skip: None } => (reason, offset + RECORD_ALIGN),

@@ -9,13 +9,16 @@ use crossbeam_channel::{Receiver, TrySendError};
 use tokio::sync::oneshot;
 
 use super::segment::Segment;
-use super::writer::PendingRecord;
+use super::shared_tail::{Staged, SharedTail};
+use super::writer::{Pending, PendingRecord};
 use super::{Inner, Shared, StoreError};
+use crate::Location;
+
+pub(crate) type Reply = oneshot::Sender<Result<Location, StoreError>>;
 
 pub(crate) struct CommitRequest {
-    segment: Arc<Segment>,
-    end: u64,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    pending: Pending,
+    reply: Reply,
 }
 
 /// Counters of the committer since the store was opened.
@@ -51,14 +54,16 @@ impl StatsCells {
 }
 
 /// `Store::commit`.
-pub(crate) async fn commit(inner: &Inner, pending: PendingRecord) -> Result<(), StoreError> {
+pub(crate) async fn commit(inner: &Inner, pending: PendingRecord) -> Result<Location, StoreError> {
     inner.check_writable()?;
-    if pending.end <= pending.segment.durable.load(Ordering::Acquire) {
-        // A later record of the same segment was flushed already, covering this one.
-        return Ok(());
+    if let Pending::Written { location, segment, end } = &pending.kind {
+        if *end <= segment.durable.load(Ordering::Acquire) {
+            // A later record of the same segment was flushed already, covering this one.
+            return Ok(*location);
+        }
     }
     let (tx, rx) = oneshot::channel();
-    let mut request = CommitRequest { segment: pending.segment, end: pending.end, reply: tx };
+    let mut request = CommitRequest { pending: pending.kind, reply: tx };
     let mut attempts: u32 = 0;
     loop {
         let sent = {
@@ -88,15 +93,31 @@ pub(crate) async fn commit(inner: &Inner, pending: PendingRecord) -> Result<(), 
     rx.await.unwrap_or(Err(StoreError::Closed))
 }
 
-struct Group {
+/// The records of one batch in one segment, flushed together.
+pub(crate) struct Group {
     segment: Arc<Segment>,
     end: u64,
-    replies: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// Records appended by the committer (shared segment): they become readable once flushed.
+    publish: bool,
+    replies: Vec<(Reply, Location)>,
+}
+
+impl Group {
+    pub(crate) fn new(segment: Arc<Segment>, publish: bool) -> Group {
+        Group { segment, end: 0, publish, replies: Vec::new() }
+    }
+
+    /// Adds a record, ending at `end`, to the group.
+    pub(crate) fn add(&mut self, location: Location, end: u64, reply: Reply) {
+        self.end = self.end.max(end);
+        self.replies.push((reply, location));
+    }
 }
 
 /// The committer thread's loop. Returns when every sender is gone and the queue is empty.
 pub(crate) fn run(rx: Receiver<CommitRequest>, shared: Arc<Shared>, max_batch: usize) {
     let mut batch: Vec<CommitRequest> = Vec::with_capacity(max_batch);
+    let mut tail = SharedTail::default();
     while let Ok(first) = rx.recv() {
         #[cfg(test)]
         let _gate = shared.gate.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,18 +134,41 @@ pub(crate) fn run(rx: Receiver<CommitRequest>, shared: Arc<Shared>, max_batch: u
         shared.stats.batches.fetch_add(1, Ordering::Relaxed);
         shared.stats.requests.fetch_add(n, Ordering::Relaxed);
         shared.stats.max_batch.fetch_max(n, Ordering::Relaxed);
-        process(&shared, &mut batch);
+        process(&shared, &mut tail, &mut batch);
         metrics::histogram!("nectar_commit_duration_seconds").record(started.elapsed().as_secs_f64());
     }
+    tail.close();
     tracing::debug!("segment committer stopped");
 }
 
-fn process(shared: &Shared, batch: &mut Vec<CommitRequest>) {
+/// A copy of `error` for one more waiting commit.
+pub(crate) fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Io { op, path, source } => {
+            StoreError::Io { op, path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
+        StoreError::OutOfSpace { path, needed, source } => {
+            StoreError::OutOfSpace { path: path.clone(), needed: *needed, source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
+        StoreError::Closed => StoreError::Closed,
+        _ => StoreError::Poisoned,
+    }
+}
+
+fn process(shared: &Shared, tail: &mut SharedTail, batch: &mut Vec<CommitRequest>) {
     let mut groups: BTreeMap<u64, Group> = BTreeMap::new();
+    let mut staged = Vec::new();
     for r in batch.drain(..) {
-        let g = groups.entry(r.segment.id).or_insert_with(|| Group { segment: r.segment.clone(), end: 0, replies: Vec::new() });
-        g.end = g.end.max(r.end);
-        g.replies.push(r.reply);
+        match r.pending {
+            Pending::Written { location, segment, end } => {
+                let g = groups.entry(segment.id).or_insert_with(|| Group::new(segment.clone(), false));
+                g.add(location, end, r.reply);
+            }
+            Pending::Staged { buf, len, span } => staged.push(Staged { buf, len, span, reply: r.reply }),
+        }
+    }
+    if !staged.is_empty() {
+        tail.append(shared, staged, &mut groups);
     }
     for g in groups.into_values() {
         let result = flush_group(shared, &g);
@@ -133,18 +177,19 @@ fn process(shared: &Shared, batch: &mut Vec<CommitRequest>) {
                 tracing::error!(error = %e, "segment flush failed; store poisoned until reopened");
             }
         }
-        for reply in g.replies {
+        if result.is_ok() && g.publish {
+            g.segment.published.fetch_max(g.end, Ordering::Release);
+        }
+        for (reply, location) in g.replies {
             let r = match &result {
-                Ok(()) => Ok(()),
-                Err(StoreError::Io { op, path, source }) => {
-                    Err(StoreError::Io { op, path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) })
-                }
-                Err(_) => Err(StoreError::Poisoned),
+                Ok(()) => Ok(location),
+                Err(e) => Err(copy_error(e)),
             };
             // The caller may have stopped waiting (cancelled future); nothing to do then.
             let _ = reply.send(r);
         }
     }
+    tail.release_retired();
 }
 
 /// Flushes `[durable, max(end, scrub_end))` of one segment and advances `durable` to `end`.

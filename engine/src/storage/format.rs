@@ -10,6 +10,9 @@ pub const RECORD_HEADER_LEN: u64 = 32;
 pub const RECORD_ALIGN: u64 = 8;
 /// Segment sizes are multiples of this.
 pub const SEGMENT_SIZE_GRANULE: u64 = 4096;
+/// Records of the shared segment start on a multiple of this, zero bytes filling the
+/// space before, so the committer can write them with direct I/O.
+pub const SHARED_RECORD_ALIGN: u64 = 512;
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"NECTSEG\0";
 pub const SEGMENT_VERSION: u16 = 1;
@@ -60,6 +63,24 @@ pub const fn record_span(length: u64) -> u64 {
 #[inline]
 pub fn record_end(location: &crate::Location) -> u64 {
     location.offset + record_span(location.length)
+}
+
+/// Rounds `n` up to a multiple of [`SHARED_RECORD_ALIGN`].
+#[inline]
+pub const fn align_shared(n: u64) -> u64 {
+    (n + (SHARED_RECORD_ALIGN - 1)) & !(SHARED_RECORD_ALIGN - 1)
+}
+
+/// Where the next record may start when the bytes at `offset` hold no record: the
+/// next multiple of [`SHARED_RECORD_ALIGN`], provided the bytes up to it are zero
+/// padding. `None` when `offset` is such a multiple already, the padding holds
+/// data, or `bytes` ends before a header would fit.
+pub fn skip_padding(bytes: &[u8], offset: u64) -> Option<u64> {
+    let next = align_shared(offset);
+    if next == offset || next + RECORD_HEADER_LEN > bytes.len() as u64 {
+        return None;
+    }
+    bytes[offset as usize..next as usize].iter().all(|&b| b == 0).then_some(next)
 }
 
 /// Smallest allowed segment size able to hold a `payload`-byte record, rounded to the granule.
@@ -218,6 +239,17 @@ impl RecordHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_skips_to_next_multiple() {
+        let mut bytes = vec![0u8; 2048];
+        assert_eq!(skip_padding(&bytes, 64), Some(512));
+        assert_eq!(skip_padding(&bytes, 520), Some(1024));
+        assert_eq!(skip_padding(&bytes, 512), None, "already on a multiple");
+        assert_eq!(skip_padding(&bytes, 1600), None, "no room for a header after 2048");
+        bytes[700] = 1;
+        assert_eq!(skip_padding(&bytes, 600), None, "padding holds data");
+    }
 
     #[test]
     fn segment_header_round_trip_and_rejects_damage() {

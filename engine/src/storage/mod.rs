@@ -15,11 +15,13 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(unsafe_op_in_unsafe_fn)]
 
+mod aligned;
 mod check;
 mod committer;
 pub mod format;
 mod recovery;
 mod segment;
+mod shared;
 mod shared_tail;
 mod writer;
 
@@ -42,6 +44,7 @@ pub use committer::CommitStats;
 pub use format::{record_end, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 pub use writer::{PendingRecord, SegmentWriter, STAGE_LIMIT};
 
+use aligned::AlignedBuf;
 use committer::CommitRequest;
 use segment::Segment;
 
@@ -140,6 +143,13 @@ pub struct ScannedRecord {
 
 /// State shared with the committer thread (which must not keep [`Inner`] alive).
 pub(crate) struct Shared {
+    dir: PathBuf,
+    /// `StoreConfig::segment_size`, rounded.
+    segment_size: u64,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    next_segment: AtomicU64,
+    /// Staging buffers handed back by the committer, for writers to reuse.
+    buffers: Mutex<Vec<AlignedBuf>>,
     pub(crate) poisoned: AtomicBool,
     pub(crate) stats: committer::StatsCells,
     /// Test seam: the committer holds this while it gathers and flushes a batch.
@@ -151,16 +161,11 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Inner {
-    dir: PathBuf,
     config: StoreConfig,
-    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// Files named like segments that could not be mapped: (id, path, why).
     broken: Vec<(u64, PathBuf, String)>,
     /// Writable segments with room left that no writer owns.
     idle: Mutex<Vec<Arc<Segment>>>,
-    /// The segment that staged records are appended to (see `shared_tail.rs`).
-    shared_tail: Mutex<Option<Arc<Segment>>>,
-    next_segment: AtomicU64,
     next_sequence: AtomicU64,
     shared: Arc<Shared>,
     closed: AtomicBool,
@@ -178,7 +183,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("Store").field("dir", &self.inner.shared.dir).finish_non_exhaustive()
     }
 }
 
@@ -199,19 +204,7 @@ impl Inner {
     }
 
     pub(crate) fn poison(&self, why: &StoreError) {
-        if !self.shared.poisoned.swap(true, Ordering::AcqRel) {
-            tracing::error!(error = %why, "segment store poisoned; refusing writes until reopened");
-        }
-    }
-
-    /// Segment size for a record that needs `payload_capacity` bytes of payload room.
-    fn segment_size_for(&self, payload_capacity: u64) -> u64 {
-        let base = self.config.segment_size;
-        if SEGMENT_HEADER_LEN + format::record_span(payload_capacity) <= base {
-            base
-        } else {
-            format::segment_size_for(payload_capacity)
-        }
+        self.shared.poison(why);
     }
 
     /// Minimum room a segment must have left to go back to the idle pool.
@@ -230,23 +223,7 @@ impl Inner {
                 return Ok(idle.swap_remove(i));
             }
         }
-        let size = self.segment_size_for(payload_capacity);
-        let id = self.next_segment.fetch_add(1, Ordering::Relaxed);
-        let seg = match Segment::create(&self.dir, id, size) {
-            Ok(s) => Arc::new(s),
-            Err(e @ StoreError::OutOfSpace { .. }) => {
-                tracing::warn!(error = %e, "cannot create segment");
-                return Err(e);
-            }
-            Err(e) => {
-                self.poison(&e);
-                return Err(e);
-            }
-        };
-        metrics::counter!("nectar_segments_created_total").increment(1);
-        tracing::debug!(segment = id, size, "created segment");
-        self.segments.write().unwrap_or_else(|e| e.into_inner()).insert(id, seg.clone());
-        Ok(seg)
+        self.shared.create_segment(payload_capacity)
     }
 
     /// Gives a segment back when its writer is done with it.
@@ -258,18 +235,17 @@ impl Inner {
     }
 
     fn segment(&self, id: u64) -> Option<Arc<Segment>> {
-        self.segments.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.shared.segments.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
     }
 
     fn all_segments(&self) -> Vec<Arc<Segment>> {
-        self.segments.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.shared.segments.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     /// Stops accepting commits, lets the committer drain its queue, and joins it.
     fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
-        let mut idle = std::mem::take(&mut *lock(&self.idle));
-        idle.extend(self.take_shared_tail());
+        let idle = std::mem::take(&mut *lock(&self.idle));
         // Dropping the only Sender disconnects the channel once the queue is drained;
         // the committer processes everything still queued, then exits.
         drop(self.sender.write().unwrap_or_else(|e| e.into_inner()).take());
@@ -307,6 +283,11 @@ impl Store {
 
         let recovered = recovery::open_dir(data_dir)?;
         let shared = Arc::new(Shared {
+            dir: recovered.dir.clone(),
+            segment_size: config.segment_size,
+            segments: RwLock::new(recovered.segments),
+            next_segment: AtomicU64::new(recovered.next_segment),
+            buffers: Mutex::new(Vec::new()),
             poisoned: AtomicBool::new(false),
             stats: Default::default(),
             #[cfg(test)]
@@ -325,19 +306,15 @@ impl Store {
         };
         tracing::info!(
             dir = %recovered.dir.display(),
-            segments = recovered.segments.len(),
+            segments = shared.segments.read().unwrap_or_else(|e| e.into_inner()).len(),
             next_sequence = recovered.next_sequence,
             next_segment = recovered.next_segment,
             "opened segment store"
         );
         let inner = Inner {
-            dir: recovered.dir,
             config,
-            segments: RwLock::new(recovered.segments),
             broken: recovered.broken,
             idle: Mutex::new(Vec::new()),
-            shared_tail: Mutex::new(None),
-            next_segment: AtomicU64::new(recovered.next_segment),
             next_sequence: AtomicU64::new(recovered.next_sequence),
             shared,
             closed: AtomicBool::new(false),
@@ -425,7 +402,7 @@ impl Store {
 
     /// The directory holding the segment files.
     pub fn segments_dir(&self) -> &Path {
-        &self.inner.dir
+        &self.inner.shared.dir
     }
 
     /// Counters of the group committer since open.
@@ -434,11 +411,12 @@ impl Store {
     }
 
     /// Hands the record to the group committer and waits until it is durable (flushed
-    /// together with everything else pending, one msync per segment per batch).
+    /// together with everything else pending, one flush per segment per batch). A staged
+    /// record gets its place in the shared segment here.
     ///
     /// Never blocks the calling thread: if the queue is full it yields/sleeps and retries
     /// (counted in `nectar_commit_queue_full_total`).
-    pub async fn commit(&self, pending: PendingRecord) -> Result<(), StoreError> {
+    pub async fn commit(&self, pending: PendingRecord) -> Result<Location, StoreError> {
         committer::commit(&self.inner, pending).await
     }
 }

@@ -115,12 +115,22 @@ struct Walk {
 fn walk_headers(seg: &Segment) -> Walk {
     let bytes = seg.readable();
     let mut walk = Walk { records: 0, end: SEGMENT_HEADER_LEN, max_sequence: 0 };
-    while let Ok(h) = RecordHeader::decode_at(bytes, walk.end) {
-        walk.records += 1;
-        walk.max_sequence = walk.max_sequence.max(h.sequence);
-        walk.end += format::record_span(h.length);
+    let mut at = walk.end;
+    loop {
+        match RecordHeader::decode_at(bytes, at) {
+            Ok(h) => {
+                walk.records += 1;
+                walk.max_sequence = walk.max_sequence.max(h.sequence);
+                at += format::record_span(h.length);
+                walk.end = at;
+            }
+            Err(HeaderProblem::Empty) => match format::skip_padding(bytes, at) {
+                Some(next) => at = next,
+                None => return walk,
+            },
+            Err(HeaderProblem::Invalid(_)) => return walk,
+        }
     }
-    walk
 }
 
 /// The outcome of looking for a fully valid record at an offset.
@@ -172,7 +182,10 @@ pub(crate) fn scan_from(segments: &[Arc<Segment>], start_offsets: &HashMap<u64, 
                     });
                     offset += format::record_span(h.length);
                 }
-                Probe::Empty => break,
+                Probe::Empty => match format::skip_padding(bytes, offset) {
+                    Some(next) => offset = next,
+                    None => break,
+                },
                 Probe::Invalid { reason, .. } => {
                     if offset == start && start > SEGMENT_HEADER_LEN {
                         tracing::warn!(segment = seg.id, offset, %reason, "scan start offset is not at a valid record; is the manifest offset a record end?");

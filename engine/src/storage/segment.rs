@@ -1,14 +1,16 @@
 //! One segment file: creation (preallocated, fsynced), mapping, and raw access.
 
 use std::fs::{File, OpenOptions};
+use std::io::IoSlice;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use super::format::{SegmentHeader, SEGMENT_HEADER_LEN, SHARED_RECORD_ALIGN};
 use super::StoreError;
 
 /// File name of segment `id`.
@@ -73,12 +75,15 @@ pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result
 /// Concurrency contract (the basis of every `unsafe` block that touches the mapping):
 /// - Bytes below `published` are immutable: nobody writes them again. Readers may form
 ///   shared slices over them after an `Acquire` load of `published`.
-/// - Bytes at or above `published` belong to the single `SegmentWriter` that currently owns
-///   the segment (a writable segment is held by at most one writer, or sits in the idle pool
-///   where nobody writes). No other code reads them.
-/// - Nothing is written through the mapping: the writer uses positioned writes on `file`,
-///   which land in the same page cache the mapping shows.
-/// - The committer never forms references; it only calls `msync` on ranges.
+/// - Bytes at or above `published` belong to the single writer that currently owns the
+///   segment: a `SegmentWriter`, or the committer for the shared segment (a writable
+///   segment is held by at most one writer, or sits in the idle pool where nobody writes).
+///   No other code reads them.
+/// - Nothing is written through the mapping: writers use positioned writes on `file`,
+///   which land in the same page cache the mapping shows, or on `direct`, after which the
+///   kernel drops the cached pages of the range.
+/// - The committer never forms references; it writes the shared segment with
+///   `write_blocks` and calls `msync` on ranges.
 /// - The file is never truncated by us; it has its full length `len` before mapping, and the
 ///   writer writes only below `allocated`, whose blocks are allocated.
 pub(crate) struct Segment {
@@ -100,6 +105,9 @@ pub(crate) struct Segment {
     pub(crate) allocated: AtomicU64,
     /// The open file, kept for allocating further chunks (writable segments only).
     file: Option<File>,
+    /// The file opened again with O_DIRECT, for the committer's appends to the shared
+    /// segment; `None` inside when the file system refuses O_DIRECT.
+    direct: OnceLock<Option<File>>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -161,6 +169,7 @@ impl Segment {
             scrub_end: AtomicU64::new(SEGMENT_HEADER_LEN),
             allocated: AtomicU64::new(allocated),
             file: Some(file),
+            direct: OnceLock::new(),
         })
     }
 
@@ -190,6 +199,7 @@ impl Segment {
             scrub_end: AtomicU64::new(len),
             allocated: AtomicU64::new(len),
             file: None,
+            direct: OnceLock::new(),
         };
         seg.header_problem = match SegmentHeader::decode(seg.readable()) {
             Ok(h) if h.id != id => Some(format!("segment header says id {} but the file name says {id}", h.id)),
@@ -231,6 +241,61 @@ impl Segment {
             });
         };
         file.write_all_at(data, offset).map_err(|e| io_error("pwrite", &self.path, e, data.len() as u64))
+    }
+
+    /// Writes `blocks` one after another from `offset` (writable segments only), under the
+    /// conditions of [`Segment::write_at`]. When the offset and every block's address and
+    /// length are multiples of [`SHARED_RECORD_ALIGN`], the write bypasses the page cache
+    /// (O_DIRECT): no page is allocated, and the flush at commit finds no dirty page.
+    pub(crate) fn write_blocks(&self, offset: u64, blocks: &[&[u8]]) -> Result<(), StoreError> {
+        let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        debug_assert!(offset >= self.published.load(Ordering::Relaxed));
+        assert!(offset.checked_add(total).is_some_and(|e| e <= self.len), "write past segment end");
+        let align = SHARED_RECORD_ALIGN as usize;
+        let aligned = (offset as usize).is_multiple_of(align) && blocks.iter().all(|b| (b.as_ptr() as usize | b.len()).is_multiple_of(align));
+        let file = match (aligned, self.direct_file()) {
+            (true, Some(direct)) => direct,
+            _ => self.file.as_ref().ok_or_else(|| io_error("write to a sealed segment", &self.path, std::io::Error::from_raw_os_error(libc::EBADF), 0))?,
+        };
+        let mut slices: Vec<IoSlice<'_>> = blocks.iter().map(|b| IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        let mut at = offset;
+        while !rest.is_empty() {
+            let count = rest.len().min(1024);
+            let pos = libc::off_t::try_from(at).map_err(|_| io_error("pwritev", &self.path, std::io::Error::from_raw_os_error(libc::EFBIG), total))?;
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices borrow live
+            // buffers for the whole call, and `file` is an open descriptor.
+            let n = unsafe { libc::pwritev(file.as_raw_fd(), rest.as_ptr().cast(), count as libc::c_int, pos) };
+            if n < 0 {
+                let error = std::io::Error::last_os_error();
+                if error.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(io_error("pwritev", &self.path, error, total));
+            }
+            if n == 0 {
+                return Err(io_error("pwritev", &self.path, std::io::ErrorKind::WriteZero.into(), total));
+            }
+            at += n as u64;
+            IoSlice::advance_slices(&mut rest, n as usize);
+        }
+        Ok(())
+    }
+
+    /// The segment file opened with O_DIRECT, opened on first use.
+    fn direct_file(&self) -> Option<&File> {
+        self.direct
+            .get_or_init(|| {
+                self.file.as_ref()?;
+                match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&self.path) {
+                    Ok(file) => Some(file),
+                    Err(error) => {
+                        tracing::debug!(segment = self.id, %error, "no direct I/O for this segment; writing through the page cache");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Starts writing `[offset, offset + len)` back to disk without waiting for

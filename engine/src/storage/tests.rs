@@ -49,8 +49,7 @@ async fn put(store: &Store, w: &mut SegmentWriter, len: usize) -> (Location, u64
     w.begin_record().unwrap();
     w.append(&payload(seq, len)).unwrap();
     let p = w.finish_record(seq).unwrap();
-    let loc = p.location;
-    store.commit(p).await.unwrap();
+    let loc = store.commit(p).await.unwrap();
     (loc, seq)
 }
 
@@ -139,7 +138,9 @@ fn record_bigger_than_segment() {
         let (big, s2) = put(&store, &mut w, 20_000).await;
         assert_ne!(big.segment, small_loc.segment);
         let len = std::fs::metadata(seg_path(&store, big.segment)).unwrap().len();
-        assert_eq!(len, format::segment_size_for(20_000));
+        // A staged record: a shared segment with room for it past the header padding.
+        let room = format::align_shared(SEGMENT_HEADER_LEN) + format::align_shared(format::record_span(20_000));
+        assert_eq!(len, room.div_ceil(4096) * 4096);
         assert_eq!(store.read(big).unwrap().bytes(), &payload(s2, 20_000)[..]);
         assert_eq!(store.read(small_loc).unwrap().bytes(), &payload(s1, 100)[..]);
 
@@ -155,8 +156,7 @@ fn record_bigger_than_segment() {
         }
         assert_eq!(w.record_bytes(), &data[..]);
         let p = w.finish_record(seq).unwrap();
-        let loc = p.location;
-        store.commit(p).await.unwrap();
+        let loc = store.commit(p).await.unwrap();
         assert_eq!(store.read(loc).unwrap().bytes(), &data[..]);
         // A small record after it still works.
         let (after, s3) = put(&store, &mut w, 10).await;
@@ -355,8 +355,7 @@ fn commits_from_many_tasks_are_batched() {
                 w.begin_record().unwrap();
                 w.append(&payload(seq, 100 + i as usize)).unwrap();
                 let p = w.finish_record(seq).unwrap();
-                let loc = p.location;
-                store.commit(p).await.unwrap();
+                let loc = store.commit(p).await.unwrap();
                 (loc, seq)
             }));
         }
@@ -383,14 +382,15 @@ fn commits_from_many_tasks_are_batched() {
 #[test]
 fn one_flush_covers_a_segment_and_earlier_records() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), small(1 << 20)).unwrap();
+    let store = Store::open(dir.path(), small(8 << 20)).unwrap();
     rt().block_on(async {
         let mut w = store.new_writer();
         let mut pending = Vec::new();
+        // Records past the staging limit, written to the writer's own segment as they arrive.
         for i in 0..5u64 {
             let seq = store.next_sequence();
             w.begin_record().unwrap();
-            w.append(&payload(seq, 200 + i as usize)).unwrap();
+            w.append(&payload(seq, STAGE_LIMIT as usize + 200 + i as usize)).unwrap();
             pending.push(w.finish_record(seq).unwrap());
         }
         // Commit the last one first: its flush covers the four before it.
@@ -441,8 +441,8 @@ fn out_of_space_when_fallocate_fails() {
     segment::FAIL_FALLOCATE.with(|f| f.set(Some(libc::ENOSPC)));
     let mut w = store.new_writer();
     w.begin_record().unwrap();
-    w.append(&payload(1, 10)).unwrap();
-    let err = w.finish_record(1).unwrap_err();
+    // Past the staging limit: the writer creates a segment of its own, on this thread.
+    let err = w.spare(STAGE_LIMIT as usize + 1).unwrap_err();
     assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err:?}");
     assert!(!store.is_poisoned(), "out of space does not poison");
     w.abort_record();
@@ -496,8 +496,11 @@ fn out_of_space_on_a_full_tmpfs() {
         w.abort_record();
         w.begin_record().unwrap();
         w.append(&payload(1, 10)).unwrap();
-        let err = w.finish_record(1).unwrap_err();
+        // A staged record: the committer fails to create the shared segment.
+        let p = w.finish_record(1).unwrap();
+        let err = rt().block_on(store.commit(p)).unwrap_err();
         assert!(matches!(err, StoreError::OutOfSpace { .. }), "{err:?}");
+        assert!(!store.is_poisoned());
         assert_eq!(store.check().unwrap().segments, 0, "nothing half-created is left behind");
     }
     // A segment that fits works.
@@ -521,7 +524,7 @@ fn abort_rewinds_and_leaves_no_garbage() {
             assert_eq!(w.record_len(), 5000);
             w.abort_record();
             let kept = put(&store, &mut w, 10).await.0;
-            assert_eq!(kept.offset, record_end(&first), "the aborted record's place is reused");
+            assert_eq!(kept.offset, format::align_shared(record_end(&first)), "the aborted record left no trace");
             // An open record dropped with its writer is aborted too.
             w.begin_record().unwrap();
             w.append(&payload(78, 3000)).unwrap();
@@ -551,7 +554,7 @@ fn staged_records_share_one_segment() {
     });
     for pair in written.windows(2) {
         assert_eq!(pair[1].0.segment, pair[0].0.segment);
-        assert_eq!(pair[1].0.offset, record_end(&pair[0].0));
+        assert_eq!(pair[1].0.offset, format::align_shared(record_end(&pair[0].0)));
     }
     assert_eq!(store.commit_stats().flushes, 6);
     for (loc, seq) in &written {
@@ -597,12 +600,14 @@ fn shared_segment_rolls_under_two_threads() {
 fn staged_batch_takes_one_flush() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
-    rt().block_on(async {
+    let mut sequences = Vec::new();
+    let locations: Vec<Location> = rt().block_on(async {
         let mut pending = Vec::new();
         let gate = store.inner.shared.gate.lock().unwrap();
         let mut writers: Vec<SegmentWriter> = (0..4).map(|_| store.new_writer()).collect();
         for (i, w) in writers.iter_mut().enumerate() {
             let seq = store.next_sequence();
+            sequences.push(seq);
             w.begin_record().unwrap();
             w.append(&payload(seq, 500 + i)).unwrap();
             pending.push(w.finish_record(seq).unwrap());
@@ -611,15 +616,28 @@ fn staged_batch_takes_one_flush() {
         let mut all = Box::pin(futures_util::future::join_all(commits));
         // Polling sends every request while the committer waits at the gate.
         assert!(tokio::time::timeout(Duration::from_millis(50), &mut all).await.is_err());
+        assert_eq!(store.check().unwrap().records, 0, "nothing is readable before the commit");
         drop(gate);
-        for result in all.await {
-            result.unwrap();
-        }
+        all.await.into_iter().map(Result::unwrap).collect()
     });
     let stats = store.commit_stats();
     assert_eq!(stats.requests, 4);
     assert_eq!(stats.batches, 1, "{stats:?}");
     assert_eq!(stats.flushes, 1, "one flush for the four writers: {stats:?}");
+    // Back to back in commit order, each on the next multiple of 512 after the one before.
+    assert_eq!(locations[0].offset, format::align_shared(SEGMENT_HEADER_LEN));
+    for pair in locations.windows(2) {
+        assert_eq!(pair[1].offset, format::align_shared(record_end(&pair[0])));
+    }
+    for (loc, seq) in locations.iter().zip(&sequences) {
+        assert_eq!(store.read(*loc).unwrap().bytes(), &payload(*seq, loc.length as usize)[..]);
+    }
+    drop(store);
+    let store = reopen(dir.path(), small(1 << 20));
+    let report = store.check().unwrap();
+    assert!(report.is_clean(), "the zero padding is no damage: {report:?}");
+    let scanned: Vec<Location> = store.scan_from(&HashMap::new()).unwrap().iter().map(|s| s.location).collect();
+    assert_eq!(scanned, locations);
 }
 
 #[test]
@@ -639,8 +657,7 @@ fn large_record_uses_own_segment() {
         }
         assert_eq!(w.record_bytes(), &data[..]);
         let p = w.finish_record(seq).unwrap();
-        let loc = p.location;
-        store.commit(p).await.unwrap();
+        let loc = store.commit(p).await.unwrap();
         assert_eq!(w.segment_id(), Some(loc.segment));
         assert_ne!(loc.segment, small_loc.segment, "the shared segment holds only staged records");
         assert_eq!(store.read(loc).unwrap().bytes(), &data[..]);
@@ -726,9 +743,10 @@ fn misuse_is_an_error() {
     assert!(matches!(w.begin_record(), Err(StoreError::RecordAlreadyOpen)));
     // Empty records are allowed.
     let p = w.finish_record(store.next_sequence()).unwrap();
-    assert_eq!(p.location.length, 0);
-    rt().block_on(store.commit(p)).unwrap();
-    assert!(store.read(Location { segment: 1, offset: 64, length: 0 }).unwrap().is_empty());
+    assert_eq!(p.length(), 0);
+    let location = rt().block_on(store.commit(p)).unwrap();
+    assert_eq!(location.offset, format::align_shared(SEGMENT_HEADER_LEN));
+    assert!(store.read(location).unwrap().is_empty());
 }
 
 #[test]

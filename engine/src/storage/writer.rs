@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::aligned::AlignedBuf;
 use super::format::{self, RecordHeader, RECORD_HEADER_LEN};
 use super::segment::Segment;
 use super::{Inner, StoreError};
@@ -28,11 +29,10 @@ struct OpenRecord {
 
 /// Writes records, each into one of two places. Owned by one association.
 ///
-/// A record is staged in memory until it passes [`STAGE_LIMIT`]. `finish_record` writes a
-/// staged record whole (header, payload and padding in one write) into the store's
-/// shared segment. A
-/// record that passes the limit moves to a segment this writer owns exclusively and grows
-/// there as more bytes arrive.
+/// A record is staged in memory until it passes [`STAGE_LIMIT`]. `finish_record` hands a
+/// staged record, header and padding included, to the committer, which appends it to the
+/// store's shared segment. A record that passes the limit moves to a segment this writer
+/// owns exclusively and grows there as more bytes arrive.
 ///
 /// Bytes reach the segment files with positioned writes (`pwrite`), never through the
 /// mapping. Stores into a shared file mapping cost a page fault per fresh page, and every
@@ -45,8 +45,9 @@ pub struct SegmentWriter {
     open: Option<OpenRecord>,
     /// Buffer of the open record. While it is staged: the header slot, then the payload.
     /// Once it is direct: the bytes `spare` hands out, which `advance` writes to the
-    /// segment. It grows to the largest staged record or fragment seen.
-    buf: Vec<u8>,
+    /// segment. It grows to the largest staged record or fragment seen, and a finished
+    /// staged record takes it along to the committer.
+    buf: AlignedBuf,
     /// Segment id and offset up to which writeback of the writer's own segment
     /// has been started.
     written_back: (u64, u64),
@@ -65,10 +66,39 @@ const HEADER: usize = RECORD_HEADER_LEN as usize;
 /// A finished record waiting for [`Store::commit`](super::Store::commit). Not durable yet.
 #[derive(Debug)]
 pub struct PendingRecord {
-    pub location: Location,
-    pub(crate) segment: Arc<Segment>,
-    /// End of the record (aligned); the flush must reach at least this far.
-    pub(crate) end: u64,
+    pub(crate) kind: Pending,
+}
+
+#[derive(Debug)]
+pub(crate) enum Pending {
+    /// Written to the writer's own segment and readable there already.
+    Written {
+        location: Location,
+        segment: Arc<Segment>,
+        /// End of the record (aligned); the flush must reach at least this far.
+        end: u64,
+    },
+    /// Staged in memory: header, payload and zero padding, `span` bytes in all (a
+    /// multiple of `SHARED_RECORD_ALIGN`). The committer gives it its place.
+    Staged { buf: AlignedBuf, len: u64, span: usize },
+}
+
+impl PendingRecord {
+    /// The payload length.
+    pub fn length(&self) -> u64 {
+        match &self.kind {
+            Pending::Written { location, .. } => location.length,
+            Pending::Staged { len, .. } => *len,
+        }
+    }
+
+    /// Bytes the record takes in its segment, padding included.
+    fn span(&self) -> u64 {
+        match &self.kind {
+            Pending::Written { location, end, .. } => end - location.offset,
+            Pending::Staged { span, .. } => *span as u64,
+        }
+    }
 }
 
 impl std::fmt::Debug for SegmentWriter {
@@ -79,7 +109,7 @@ impl std::fmt::Debug for SegmentWriter {
 
 impl SegmentWriter {
     pub(crate) fn new(inner: Arc<Inner>) -> SegmentWriter {
-        SegmentWriter { inner, segment: None, open: None, buf: Vec::new(), written_back: (0, 0) }
+        SegmentWriter { inner, segment: None, open: None, buf: AlignedBuf::default(), written_back: (0, 0) }
     }
 
     /// Returns the id of the segment this writer owns, if any.
@@ -107,7 +137,7 @@ impl SegmentWriter {
             None if wanted <= STAGE_LIMIT => {
                 let needed = HEADER + wanted as usize;
                 if self.buf.len() < needed {
-                    self.buf.resize(needed, 0);
+                    self.buf.resize(needed);
                 }
                 Ok(())
             }
@@ -227,7 +257,7 @@ impl SegmentWriter {
         let rec = self.open.expect("reserve checked");
         let at = if rec.direct.is_some() { 0 } else { HEADER + rec.len as usize };
         if self.buf.len() < at + min {
-            self.buf.resize(at + min, 0);
+            self.buf.resize(at + min);
         }
         Ok(&mut self.buf[at..at + min])
     }
@@ -299,32 +329,33 @@ impl SegmentWriter {
         self.open.map_or(0, |r| r.len)
     }
 
-    /// Writes the header (length, sequence, CRC) and publishes the record. It is readable from
-    /// here on but NOT durable until [`Store::commit`](super::Store::commit) resolves.
+    /// Writes the header (length, sequence, CRC) and finishes the record. It is NOT durable
+    /// until [`Store::commit`](super::Store::commit) resolves. A record in the writer's own
+    /// segment is readable from here on; a staged one once its commit resolves.
     pub fn finish_record(&mut self, sequence: u64) -> Result<PendingRecord, StoreError> {
         self.inner.check_writable()?;
         let rec = self.open.ok_or(StoreError::NoOpenRecord)?;
         let header = RecordHeader::encode(rec.len, sequence, rec.crc);
         let pending = match rec.direct {
-            None => self.finish_staged(&header, rec.len)?,
+            None => self.finish_staged(&header, rec.len),
             Some(start) => self.finish_direct(&header, start, rec.len)?,
         };
         self.open = None;
-        metrics::counter!("nectar_store_bytes_written_total").increment(pending.end - pending.location.offset);
+        metrics::counter!("nectar_store_bytes_written_total").increment(pending.span());
         Ok(pending)
     }
 
-    /// Appends the staged record, header and padding included, to the shared segment.
-    fn finish_staged(&mut self, header: &[u8], len: u64) -> Result<PendingRecord, StoreError> {
-        let span = format::record_span(len) as usize;
+    /// Completes the staged record with its header and padding and hands its buffer over;
+    /// the writer takes another from the store's pool.
+    fn finish_staged(&mut self, header: &[u8], len: u64) -> PendingRecord {
+        let span = format::align_shared(format::record_span(len)) as usize;
         if self.buf.len() < span {
-            self.buf.resize(span, 0);
+            self.buf.resize(span);
         }
         self.buf[..HEADER].copy_from_slice(header);
         self.buf[HEADER + len as usize..span].fill(0);
-        let (segment, start) = self.inner.append_shared(&self.buf[..span])?;
-        let end = start + span as u64;
-        Ok(PendingRecord { location: Location { segment: segment.id, offset: start, length: len }, segment, end })
+        let buf = std::mem::replace(&mut self.buf, self.inner.shared.take_buffer());
+        PendingRecord { kind: Pending::Staged { buf, len, span } }
     }
 
     /// Writes the padding and header of a record in the writer's own segment.
@@ -338,7 +369,8 @@ impl SegmentWriter {
         self.write(&seg, payload_end, &[0u8; 8][..(end - payload_end) as usize])?;
         self.write(&seg, start, header)?;
         seg.published.store(end, Ordering::Release);
-        Ok(PendingRecord { location: Location { segment: seg.id, offset: start, length: len }, segment: seg, end })
+        let location = Location { segment: seg.id, offset: start, length: len };
+        Ok(PendingRecord { kind: Pending::Written { location, segment: seg, end } })
     }
 
     /// Drops the open record. A staged record leaves no trace; a direct record's bytes

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::storage::format::align_shared;
 use crate::storage::SEGMENT_HEADER_LEN;
 use crate::Location;
 
@@ -27,9 +28,19 @@ pub(super) struct Progress {
 }
 
 impl Progress {
+    /// Whether a record at `offset` continues the run: it starts at or before the run's
+    /// end, or on the next multiple of `SHARED_RECORD_ALIGN` after it, where records of
+    /// the shared segment start after their zero padding.
+    ///
+    /// Records in a writer's own segment are packed, and they are larger than the
+    /// staging limit, so none of them starts inside the padding of another.
+    fn continues(&self, offset: u64) -> bool {
+        offset <= self.end || offset == align_shared(self.end)
+    }
+
     /// Counts the record at `offset`, ending at `record_end`, as entered.
     fn enter(&mut self, offset: u64, record_end: u64) {
-        if offset > self.end {
+        if !self.continues(offset) {
             if self.ahead.len() >= MAX_AHEAD {
                 // The gap is not closing: stop tracking what lies past it. The
                 // end stays below the gap, which only makes recovery rescan more.
@@ -39,11 +50,11 @@ impl Progress {
             return;
         }
         self.end = self.end.max(record_end);
-        while let Some(entry) = self.ahead.first_entry() {
-            if *entry.key() > self.end {
+        while let Some((&offset, &next_end)) = self.ahead.first_key_value() {
+            if !self.continues(offset) {
                 break;
             }
-            let next_end = entry.remove();
+            self.ahead.remove(&offset);
             self.end = self.end.max(next_end);
         }
     }
@@ -103,6 +114,18 @@ mod tests {
         p.enter(64, 100);
         assert_eq!(p.end, 300);
         assert!(p.ahead.is_empty());
+    }
+
+    #[test]
+    fn shared_padding_is_no_gap() {
+        let mut p = Progress { end: 64, ahead: BTreeMap::new() };
+        p.enter(1024, 1500);
+        p.enter(512, 1000);
+        assert_eq!(p.end, 1500);
+        // A record past the next multiple is past a gap.
+        p.enter(2048, 2100);
+        assert_eq!(p.end, 1500);
+        assert_eq!(p.ahead.len(), 1);
     }
 
     #[test]
