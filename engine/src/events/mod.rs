@@ -14,6 +14,7 @@
 //! consumer drops the copy.
 
 pub mod body;
+pub mod compact;
 pub mod delete_routes;
 pub mod deliver;
 pub mod nats;

@@ -53,7 +53,8 @@ impl Manifest {
     /// Up to `limit` outbox events after position `after`, in order, each with
     /// the record an ImageStoredEvent describes. Blocking (a short read).
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(OutboxEvent, Option<Location>)>, ManifestError> {
-        Ok(outbox::events_after(&self.shared.reader(), after, limit)?)
+        let config = self.shared.events.as_ref().map(|events| &*events.config);
+        Ok(outbox::events_after(&self.shared.reader(), config, after, limit)?)
     }
 
     /// Returns the position `consumer` has read the outbox up to. Blocking.

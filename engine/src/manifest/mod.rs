@@ -178,6 +178,8 @@ struct Shared {
 
 /// The manifest's ends of the event machinery.
 struct SharedEvents {
+    /// Expands the short bodies of instance events as they are read.
+    config: Arc<crate::events::EventsConfig>,
     head: Arc<tokio::sync::watch::Sender<i64>>,
     touches: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<StudyTouch>>>,
     /// Outbox position up to which the bounded consumer has published.
@@ -299,6 +301,7 @@ impl Manifest {
                     bound: config.outbox_bound.map(|bound| (bound, published.clone())),
                 };
                 let shared = SharedEvents {
+                    config: events_config.clone(),
                     head,
                     touches: Mutex::new(Some(touches_rx)),
                     published,

@@ -12,7 +12,7 @@ use serde_json::Map;
 
 use super::record::InstanceRecord;
 use crate::events::body::{self, ChangeSet, SeriesView, StudyView};
-use crate::events::{event_type, rfc3339_millis, EventsConfig, OutboxEvent};
+use crate::events::{compact, event_type, rfc3339_millis, EventsConfig, OutboxEvent};
 use crate::Location;
 
 /// The outbox tables, created with the rest of the schema.
@@ -95,22 +95,21 @@ impl ChangeKind {
 }
 
 /// Writes the ImageStoredEvent and DicomAvailableEvent of a new or replaced
-/// instance and marks its study as changed at `now_ms`.
+/// instance, with short bodies that `events_after` expands, and marks its
+/// study as changed.
 pub(crate) fn record_instance(
     conn: &Connection,
-    config: &EventsConfig,
     store_id: &str,
     row: &InstanceRecord,
     kind: ChangeKind,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let time = rfc3339_millis(now_ms);
     let study = &row.study_instance_uid;
     let stored_id = format!("{store_id}-{}-stored", row.sequence);
-    let stored = body::image_stored(config, &stored_id, &time, row);
+    let stored = compact::image_stored(row);
     insert_event(conn, &stored_id, event_type::IMAGE_STORED, study, now_ms, &stored, Some(row.location))?;
     let available_id = format!("{store_id}-{}-available", row.sequence);
-    let available = body::dicom_available(config, &available_id, &time, row);
+    let available = compact::dicom_available(row);
     insert_event(conn, &available_id, event_type::DICOM_AVAILABLE, study, now_ms, &available, None)?;
     let entry = format!("{}/{}", row.series_instance_uid, row.sop_instance_uid);
     record_stored_change(conn, study, &entry, kind)
@@ -358,13 +357,17 @@ pub(crate) fn waiting_studies(conn: &Connection) -> rusqlite::Result<Vec<(String
 
 /// Up to `limit` events after position `after`, in order, with the record
 /// location of each ImageStoredEvent.
+///
+/// Short bodies of instance events are expanded with `config`, so they show
+/// the event source, provider and URLs configured when they are read.
 pub(crate) fn events_after(
     conn: &Connection,
+    config: Option<&EventsConfig>,
     after: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<(OutboxEvent, Option<Location>)>> {
     let mut stmt = conn.prepare_cached(
-        r#"SELECT seq, event_id, type, study_instance_uid, body, segment, "offset", length
+        r#"SELECT seq, event_id, type, study_instance_uid, body, segment, "offset", length, created_ms
              FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2"#,
     )?;
     let rows = stmt.query_map(params![after, limit as i64], |r| {
@@ -372,18 +375,36 @@ pub(crate) fn events_after(
             (Some(segment), Some(offset), Some(length)) => Some(Location { segment, offset, length }),
             _ => None,
         };
-        Ok((
-            OutboxEvent {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                event_type: r.get(2)?,
-                study_instance_uid: r.get(3)?,
-                body: r.get(4)?,
-            },
-            location,
-        ))
+        let mut event = OutboxEvent {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            event_type: r.get(2)?,
+            study_instance_uid: r.get(3)?,
+            body: r.get(4)?,
+        };
+        if let Some(config) = config {
+            expand_body(config, &mut event, location, r.get(8)?);
+        }
+        Ok((event, location))
     })?;
     rows.collect()
+}
+
+/// Replaces a short body of an instance event with its CloudEvent text.
+fn expand_body(config: &EventsConfig, event: &mut OutboxEvent, record: Option<Location>, created_ms: i64) {
+    let stored = compact::StoredEvent {
+        id: &event.id,
+        event_type: &event.event_type,
+        study_instance_uid: &event.study_instance_uid,
+        created_ms,
+        body: &event.body,
+        record,
+    };
+    match compact::expand(config, &stored) {
+        None => {}
+        Some(Ok(text)) => event.body = text,
+        Some(Err(error)) => tracing::warn!(event_id = event.id.as_str(), %error, "outbox event body cannot be expanded; delivering it as stored"),
+    }
 }
 
 /// Deletes events created before `cutoff_ms` up to position `published`, keeping

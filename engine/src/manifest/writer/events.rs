@@ -24,7 +24,7 @@ impl Writer {
             Outcome::Replaced { .. } => ChangeKind::Modification,
             Outcome::AlreadyPresent | Outcome::Superseded { .. } => return Ok(()),
         };
-        outbox::record_instance(&self.conn, &sink.config, &sink.store_id, row, kind, now_ms())?;
+        outbox::record_instance(&self.conn, &sink.store_id, row, kind, now_ms())?;
         for kind in [event_type::IMAGE_STORED, event_type::DICOM_AVAILABLE] {
             metrics::counter!("nectar_events_recorded_total", "type" => kind).increment(1);
         }
