@@ -83,9 +83,10 @@ pub fn skip_padding(bytes: &[u8], offset: u64) -> Option<u64> {
     bytes[offset as usize..next as usize].iter().all(|&b| b == 0).then_some(next)
 }
 
-/// Smallest allowed segment size able to hold a `payload`-byte record, rounded to the granule.
+/// Smallest allowed segment size able to hold a `payload`-byte record at the first
+/// multiple of [`SHARED_RECORD_ALIGN`], rounded to the granule.
 pub fn segment_size_for(payload: u64) -> u64 {
-    let raw = SEGMENT_HEADER_LEN + record_span(payload);
+    let raw = align_shared(SEGMENT_HEADER_LEN) + record_span(payload);
     raw.div_ceil(SEGMENT_SIZE_GRANULE) * SEGMENT_SIZE_GRANULE
 }
 

@@ -18,6 +18,7 @@
 mod aligned;
 mod check;
 mod committer;
+mod direct;
 pub mod format;
 mod recovery;
 mod segment;
@@ -216,7 +217,8 @@ impl Inner {
     /// `payload_capacity` payload bytes at its tail: from the idle pool, or newly created.
     pub(crate) fn acquire_segment(&self, payload_capacity: u64) -> Result<Arc<Segment>, StoreError> {
         self.check_writable()?;
-        let need = format::record_span(payload_capacity);
+        // Room for the record and the padding before its start.
+        let need = format::record_span(payload_capacity) + format::SHARED_RECORD_ALIGN;
         {
             let mut idle = lock(&self.idle);
             if let Some(i) = idle.iter().rposition(|s| s.len - s.published.load(Ordering::Relaxed) >= need) {

@@ -1,15 +1,14 @@
 //! One segment file: creation (preallocated, fsynced), mapping, and raw access.
 
 use std::fs::{File, OpenOptions};
-use std::io::IoSlice;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::direct::{self, Direct, DirectFile};
 use super::format::{SegmentHeader, SEGMENT_HEADER_LEN, SHARED_RECORD_ALIGN};
 use super::StoreError;
 
@@ -105,9 +104,8 @@ pub(crate) struct Segment {
     pub(crate) allocated: AtomicU64,
     /// The open file, kept for allocating further chunks (writable segments only).
     file: Option<File>,
-    /// The file opened again with O_DIRECT, for the committer's appends to the shared
-    /// segment; `None` inside when the file system refuses O_DIRECT.
-    direct: OnceLock<Option<File>>,
+    /// The file opened again with O_DIRECT, for the committer's appends to the shared segment.
+    direct: DirectFile,
 }
 
 impl std::fmt::Debug for Segment {
@@ -169,7 +167,7 @@ impl Segment {
             scrub_end: AtomicU64::new(SEGMENT_HEADER_LEN),
             allocated: AtomicU64::new(allocated),
             file: Some(file),
-            direct: OnceLock::new(),
+            direct: DirectFile::default(),
         })
     }
 
@@ -199,7 +197,7 @@ impl Segment {
             scrub_end: AtomicU64::new(len),
             allocated: AtomicU64::new(len),
             file: None,
-            direct: OnceLock::new(),
+            direct: DirectFile::default(),
         };
         seg.header_problem = match SegmentHeader::decode(seg.readable()) {
             Ok(h) if h.id != id => Some(format!("segment header says id {} but the file name says {id}", h.id)),
@@ -246,56 +244,30 @@ impl Segment {
     /// Writes `blocks` one after another from `offset` (writable segments only), under the
     /// conditions of [`Segment::write_at`]. When the offset and every block's address and
     /// length are multiples of [`SHARED_RECORD_ALIGN`], the write bypasses the page cache
-    /// (O_DIRECT): no page is allocated, and the flush at commit finds no dirty page.
+    /// (O_DIRECT) where the file system allows it: no page is allocated, and the flush at
+    /// commit finds no dirty page.
     pub(crate) fn write_blocks(&self, offset: u64, blocks: &[&[u8]]) -> Result<(), StoreError> {
         let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         debug_assert!(offset >= self.published.load(Ordering::Relaxed));
         assert!(offset.checked_add(total).is_some_and(|e| e <= self.len), "write past segment end");
-        let align = SHARED_RECORD_ALIGN as usize;
-        let aligned = (offset as usize).is_multiple_of(align) && blocks.iter().all(|b| (b.as_ptr() as usize | b.len()).is_multiple_of(align));
-        let file = match (aligned, self.direct_file()) {
-            (true, Some(direct)) => direct,
-            _ => self.file.as_ref().ok_or_else(|| io_error("write to a sealed segment", &self.path, std::io::Error::from_raw_os_error(libc::EBADF), 0))?,
+        let Some(file) = &self.file else {
+            return Err(io_error("write to a sealed segment", &self.path, std::io::Error::from_raw_os_error(libc::EBADF), 0));
         };
-        let mut slices: Vec<IoSlice<'_>> = blocks.iter().map(|b| IoSlice::new(b)).collect();
-        let mut rest = &mut slices[..];
-        let mut at = offset;
-        while !rest.is_empty() {
-            let count = rest.len().min(1024);
-            let pos = libc::off_t::try_from(at).map_err(|_| io_error("pwritev", &self.path, std::io::Error::from_raw_os_error(libc::EFBIG), total))?;
-            // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices borrow live
-            // buffers for the whole call, and `file` is an open descriptor.
-            let n = unsafe { libc::pwritev(file.as_raw_fd(), rest.as_ptr().cast(), count as libc::c_int, pos) };
-            if n < 0 {
-                let error = std::io::Error::last_os_error();
-                if error.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(io_error("pwritev", &self.path, error, total));
+        let align = SHARED_RECORD_ALIGN as usize;
+        let aligned = (offset as usize).is_multiple_of(align)
+            && blocks.iter().all(|b| (b.as_ptr() as usize | b.len()).is_multiple_of(align));
+        if aligned {
+            let written = self.direct.write(&self.path, self.id, offset, blocks).map_err(|e| io_error("pwritev", &self.path, e, total))?;
+            if matches!(written, Direct::Written) {
+                return Ok(());
             }
-            if n == 0 {
-                return Err(io_error("pwritev", &self.path, std::io::ErrorKind::WriteZero.into(), total));
-            }
-            at += n as u64;
-            IoSlice::advance_slices(&mut rest, n as usize);
         }
-        Ok(())
+        direct::write_all_vectored(file, offset, blocks).map_err(|e| io_error("pwritev", &self.path, e, total))
     }
 
-    /// The segment file opened with O_DIRECT, opened on first use.
-    fn direct_file(&self) -> Option<&File> {
-        self.direct
-            .get_or_init(|| {
-                self.file.as_ref()?;
-                match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&self.path) {
-                    Ok(file) => Some(file),
-                    Err(error) => {
-                        tracing::debug!(segment = self.id, %error, "no direct I/O for this segment; writing through the page cache");
-                        None
-                    }
-                }
-            })
-            .as_ref()
+    /// Closes the direct I/O descriptor of a segment that takes no more writes.
+    pub(crate) fn close_direct(&self) {
+        self.direct.close();
     }
 
     /// Starts writing `[offset, offset + len)` back to disk without waiting for

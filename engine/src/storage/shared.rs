@@ -24,7 +24,7 @@ impl Shared {
     /// Segment size for a record that needs `payload_capacity` bytes of payload room.
     fn segment_size_for(&self, payload_capacity: u64) -> u64 {
         let base = self.segment_size;
-        if SEGMENT_HEADER_LEN + format::record_span(payload_capacity) <= base {
+        if format::align_shared(SEGMENT_HEADER_LEN) + format::record_span(payload_capacity) <= base {
             base
         } else {
             format::segment_size_for(payload_capacity)

@@ -65,9 +65,8 @@ impl SharedTail {
         if shared.poisoned.load(std::sync::atomic::Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
-        // `create_segment` takes payload room and adds a segment and a record header.
-        let room = align_shared(SEGMENT_HEADER_LEN) + span as u64 - SEGMENT_HEADER_LEN - RECORD_HEADER_LEN;
-        let new = shared.create_segment(room)?;
+        // `create_segment` takes the payload room after a record header.
+        let new = shared.create_segment(span as u64 - RECORD_HEADER_LEN)?;
         tracing::debug!(segment = new.id, "new shared segment");
         if let Some(old) = self.segment.replace(new) {
             self.retired.push(old);
@@ -87,7 +86,12 @@ impl SharedTail {
             seg.write_blocks(start, &blocks)
         });
         if let Err(error) = written {
-            shared.poison(&error);
+            // A full disk leaves `next` and `zeroed` where they were, so a later batch
+            // tries again once there is room. Any other failure leaves the segment's
+            // bytes in an unknown state.
+            if !matches!(error, StoreError::OutOfSpace { .. }) {
+                shared.poison(&error);
+            }
             for record in run.drain(..) {
                 let _ = record.reply.send(Err(super::committer::copy_error(&error)));
             }
@@ -137,6 +141,7 @@ impl SharedTail {
     /// are flushed and published.
     pub(crate) fn release_retired(&mut self) {
         for seg in self.retired.drain(..) {
+            seg.close_direct();
             seg.release_unused_tail();
         }
     }

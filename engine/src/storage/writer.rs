@@ -157,7 +157,7 @@ impl SegmentWriter {
         let has_room = self
             .segment
             .as_ref()
-            .is_some_and(|s| s.published.load(Ordering::Relaxed) + format::record_span(wanted) <= s.len);
+            .is_some_and(|s| record_start(s) + format::record_span(wanted) <= s.len);
         if !has_room {
             let new = self.inner.acquire_segment(wanted)?;
             if let Some(old) = self.segment.replace(new) {
@@ -165,7 +165,7 @@ impl SegmentWriter {
             }
         }
         let seg = self.segment.clone().expect("segment acquired above");
-        let start = seg.published.load(Ordering::Relaxed);
+        let start = record_start(&seg);
         seg.ensure_allocated(start + RECORD_HEADER_LEN + wanted)?;
         if rec.len > 0 {
             self.write(&seg, start + RECORD_HEADER_LEN, &self.buf[HEADER..HEADER + rec.len as usize])?;
@@ -184,7 +184,7 @@ impl SegmentWriter {
         // twice what it has so far, so a streamed record is copied about 2x its size at most.
         let capacity = if len == 0 { wanted } else { wanted.max(len.saturating_mul(2)) };
         let new = self.inner.acquire_segment(capacity)?;
-        let new_start = new.published.load(Ordering::Relaxed);
+        let new_start = record_start(&new);
         new.ensure_allocated(new_start + RECORD_HEADER_LEN + wanted)?;
         if len > 0 {
             // SAFETY: this writer's own open record (above `published` of the old segment),
@@ -381,6 +381,12 @@ impl SegmentWriter {
             self.scrub(&seg, start, len);
         }
     }
+}
+
+/// Offset of the next record in a segment: its published end, rounded up to a multiple
+/// of `SHARED_RECORD_ALIGN` like every record's start.
+fn record_start(seg: &Segment) -> u64 {
+    format::align_shared(seg.published.load(Ordering::Relaxed))
 }
 
 impl Drop for SegmentWriter {

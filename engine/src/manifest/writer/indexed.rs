@@ -29,11 +29,8 @@ pub(super) struct Progress {
 
 impl Progress {
     /// Whether a record at `offset` continues the run: it starts at or before the run's
-    /// end, or on the next multiple of `SHARED_RECORD_ALIGN` after it, where records of
-    /// the shared segment start after their zero padding.
-    ///
-    /// Records in a writer's own segment are packed, and they are larger than the
-    /// staging limit, so none of them starts inside the padding of another.
+    /// end, or on the next multiple of `SHARED_RECORD_ALIGN` after it, where the store
+    /// starts every record after zero padding. No record starts inside the padding.
     fn continues(&self, offset: u64) -> bool {
         offset <= self.end || offset == align_shared(self.end)
     }
