@@ -22,14 +22,14 @@ READY_TIMEOUT_S = 60
 
 # Durability of an instance when the receiver sends its C-STORE-RSP, with the source of that fact.
 DURABILITY = {
-    "nectar": "yes (msync before response)",
+    "nectar": "yes (flush before response)",
     "storescp": "no (no fsync)",
     "storescp-fork": "no (no fsync)",
     "dicom-storescp": "no (0.10.1 source: write_to_file, no fsync)",
     "orthanc": "yes (SyncStorageArea true, the default since 1.7.4)",
     "pynetdicom": "no (minimal handler, no fsync)",
-    "nectar-no-events": "yes (msync before response)",
-    "nectar-nats": "yes (msync before response)",
+    "nectar-no-events": "yes (flush before response)",
+    "nectar-nats": "yes (flush before response)",
 }
 
 ALL_NAMES = list(DURABILITY)
