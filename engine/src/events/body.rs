@@ -245,11 +245,11 @@ fn json_value(vr: &str, value: &str) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Location;
 
-    fn config() -> EventsConfig {
+    pub(crate) fn config() -> EventsConfig {
         EventsConfig {
             source: "nectar://test".into(),
             provider: "nectar".into(),
@@ -260,7 +260,7 @@ mod tests {
         }
     }
 
-    fn row() -> InstanceRecord {
+    pub(crate) fn row() -> InstanceRecord {
         InstanceRecord {
             sop_instance_uid: "1.2.3.3".into(),
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),

@@ -92,30 +92,7 @@ pub fn expand(config: &EventsConfig, event: &StoredEvent<'_>) -> Option<Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config() -> EventsConfig {
-        EventsConfig {
-            source: "nectar://test".into(),
-            provider: "nectar".into(),
-            internal_base_url: "http://nectar-0:8080/dicomweb".into(),
-            external_base_url: "https://pacs.example/dicomweb".into(),
-            quiet_period: std::time::Duration::from_secs(30),
-            retention: std::time::Duration::from_secs(60),
-        }
-    }
-
-    fn row() -> InstanceRecord {
-        InstanceRecord {
-            sop_instance_uid: "1.2.3.3".into(),
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
-            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
-            study_instance_uid: "1.2.3.1".into(),
-            series_instance_uid: "1.2.3.2".into(),
-            location: Location { segment: 7, offset: 512, length: 1000 },
-            sequence: 42,
-            ..Default::default()
-        }
-    }
+    use crate::events::body::tests::{config, row};
 
     fn stored<'a>(id: &'a str, kind: &'a str, body: &'a str, record: Option<Location>) -> StoredEvent<'a> {
         StoredEvent { id, event_type: kind, study_instance_uid: "1.2.3.1", created_ms: 1_764_892_800_123, body, record }

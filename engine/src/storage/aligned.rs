@@ -50,9 +50,9 @@ impl AlignedBuf {
         self.len = new_len;
     }
 
-    /// Moves the contents to a zeroed allocation of at least `wanted` bytes.
-    fn grow(&mut self, wanted: usize) {
-        let cap = wanted.next_power_of_two().max(MIN_CAPACITY);
+    /// Moves the contents to a zeroed allocation of at least `required` bytes.
+    fn grow(&mut self, required: usize) {
+        let cap = required.next_power_of_two().max(MIN_CAPACITY);
         let layout = Layout::from_size_align(cap, BUFFER_ALIGN).expect("buffer size fits a layout");
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
@@ -92,8 +92,9 @@ impl Drop for AlignedBuf {
 impl std::ops::Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `len` bytes from `ptr` are initialised (zeroed at allocation or written
-        // since); for an empty buffer the dangling pointer is valid for a zero-length slice.
+        // SAFETY: `len` bytes from `ptr` are initialised, because they were zeroed at
+        // allocation or written since. An empty buffer's dangling pointer is valid for a
+        // zero-length slice.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -141,7 +141,7 @@ pub(crate) fn run(rx: Receiver<CommitRequest>, shared: Arc<Shared>, max_batch: u
     tracing::debug!("segment committer stopped");
 }
 
-/// A copy of `error` for one more waiting commit.
+/// Copies `error` for one more waiting commit.
 pub(crate) fn copy_error(error: &StoreError) -> StoreError {
     match error {
         StoreError::Io { op, path, source } => {

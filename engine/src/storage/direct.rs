@@ -21,7 +21,7 @@ enum State {
     #[default]
     Unopened,
     Open(File),
-    /// The file system refuses O_DIRECT or needs a coarser alignment, or the
+    /// The file system rejects O_DIRECT or needs a coarser alignment, or the
     /// segment takes no more writes.
     Unavailable,
 }
@@ -82,8 +82,8 @@ fn open(path: &Path, segment: u64) -> State {
     }
 }
 
-/// The offset and memory alignment direct I/O needs on `file` (statx
-/// STATX_DIOALIGN), or `None` when the kernel or file system does not say.
+/// Returns the offset and memory alignment direct I/O needs on `file` (statx
+/// STATX_DIOALIGN), or `None` when the kernel or file system does not report it.
 fn dio_alignment(file: &File) -> Option<(u64, u64)> {
     // SAFETY: `statx` is a plain C struct of integers, valid when zeroed.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };

@@ -73,7 +73,7 @@ pub const fn align_shared(n: u64) -> u64 {
 
 /// Where the next record may start when the bytes at `offset` hold no record: the
 /// next multiple of [`SHARED_RECORD_ALIGN`], provided the bytes up to it are zero
-/// padding. `None` when `offset` is such a multiple already, the padding holds
+/// padding. `None` when `offset` is such a multiple already, the padding contains
 /// data, or `bytes` ends before a header would fit.
 pub fn skip_padding(bytes: &[u8], offset: u64) -> Option<u64> {
     let next = align_shared(offset);

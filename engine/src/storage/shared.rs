@@ -1,5 +1,5 @@
-//! What the writers and the committer thread both use: segment creation, the
-//! poisoned flag and the pool of staging buffers.
+//! State of the store used by both the writers and the committer thread:
+//! segment creation, the poisoned flag and the pool of staging buffers.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ impl Shared {
         Ok(seg)
     }
 
-    /// A staging buffer from the pool, or an empty one.
+    /// Takes a staging buffer from the pool, or returns an empty one.
     pub(crate) fn take_buffer(&self) -> AlignedBuf {
         lock(&self.buffers).pop().unwrap_or_default()
     }

@@ -24,8 +24,8 @@ pub(crate) struct Staged {
 }
 
 /// The committer's end of the shared segment. Only the committer thread appends, so
-/// records land in the order the batch holds them, each on a multiple of
-/// `SHARED_RECORD_ALIGN`, written with one vectored write per batch.
+/// records land in batch order, each on a multiple of `SHARED_RECORD_ALIGN`, with
+/// one vectored write per batch.
 #[derive(Default)]
 pub(crate) struct SharedTail {
     segment: Option<Arc<Segment>>,
@@ -114,6 +114,9 @@ impl SharedTail {
     /// extent tree, so every flush also writes and waits for metadata. Zeros written and
     /// flushed once per allocation chunk turn the extents into written ones, and the
     /// flush of each batch then writes data and flushes the device cache only.
+    ///
+    /// NOTE: the zeros are written on the committer thread, so the batch that reaches a
+    /// new chunk waits for a 4 MiB write and a flush.
     fn zero_ahead(&mut self, seg: &Segment, end: u64) -> Result<(), StoreError> {
         if end <= self.zeroed {
             return Ok(());

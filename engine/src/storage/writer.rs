@@ -84,7 +84,7 @@ pub(crate) enum Pending {
 }
 
 impl PendingRecord {
-    /// The payload length.
+    /// Returns the payload length.
     pub fn length(&self) -> u64 {
         match &self.kind {
             Pending::Written { location, .. } => location.length,

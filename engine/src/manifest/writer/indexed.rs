@@ -28,9 +28,12 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    /// Whether a record at `offset` continues the run: it starts at or before the run's
-    /// end, or on the next multiple of `SHARED_RECORD_ALIGN` after it, where the store
-    /// starts every record after zero padding. No record starts inside the padding.
+    /// Returns whether a record at `offset` continues the run. It does when it starts at
+    /// or before the run's end, or on the next multiple of `SHARED_RECORD_ALIGN` after
+    /// it, because the store starts every record there after zero padding.
+    ///
+    /// NOTE: segments written before that padding pack their records, so there a lost
+    /// row of a record under 472 bytes could be skipped by this rule.
     fn continues(&self, offset: u64) -> bool {
         offset <= self.end || offset == align_shared(self.end)
     }
