@@ -157,7 +157,11 @@ impl Session {
     }
 
     async fn commit_store(&mut self, store: &StoreInProgress) -> Result<(), Failure> {
-        let dataset = &self.writer.record_bytes()[store.meta_len..];
+        let record = self
+            .writer
+            .record_bytes()
+            .map_err(|error| Failure::new(status::OUT_OF_RESOURCES, format!("storage write failed: {error}")))?;
+        let dataset = &record[store.meta_len..];
         let row = check_data_set(store, dataset, &self.calling_ae_title)?;
         ingest::commit_instance(&self.services.store, &self.services.manifest, &mut self.writer, row)
             .await

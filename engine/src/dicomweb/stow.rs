@@ -245,7 +245,11 @@ impl StowIngest {
     /// the committer's flushes.
     async fn finish_part(&mut self, started: Instant) {
         let bytes = self.writer.record_len();
-        let (partial, stored) = match check_part(self.writer.record_bytes(), self.study_instance_uid.as_deref()) {
+        let checked = match self.writer.record_bytes() {
+            Ok(part10) => check_part(part10, self.study_instance_uid.as_deref()),
+            Err(error) => Err(PartFailure::new(reason::OUT_OF_RESOURCES, format!("storage write failed: {error}"))),
+        };
+        let (partial, stored) = match checked {
             Ok(checked) => checked,
             Err(failure) => {
                 self.writer.abort_record();

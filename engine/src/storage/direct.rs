@@ -84,7 +84,7 @@ fn open(path: &Path, segment: u64) -> State {
 
 /// Returns the offset and memory alignment direct I/O needs on `file` (statx
 /// STATX_DIOALIGN), or `None` when the kernel or file system does not report it.
-fn dio_alignment(file: &File) -> Option<(u64, u64)> {
+pub(crate) fn dio_alignment(file: &File) -> Option<(u64, u64)> {
     // SAFETY: `statx` is a plain C struct of integers, valid when zeroed.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: statx fills the struct we pass; the empty path with AT_EMPTY_PATH

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::format::{self, RecordHeader};
 use super::*;
 
-fn payload(seq: u64, len: usize) -> Vec<u8> {
+pub(crate) fn payload(seq: u64, len: usize) -> Vec<u8> {
     let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -20,14 +20,14 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn small(segment_size: u64) -> StoreConfig {
+pub(crate) fn small(segment_size: u64) -> StoreConfig {
     StoreConfig { segment_size, commit_queue: 64, max_commit_batch: 64 }
 }
 
 /// Opens the store again. Another test of this process that forks a child
 /// (the tmpfs test runs mount) lends it our lock file's descriptor until the
 /// child execs, so the lock may look taken for a moment.
-fn reopen(dir: &std::path::Path, config: StoreConfig) -> Store {
+pub(crate) fn reopen(dir: &std::path::Path, config: StoreConfig) -> Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match Store::open(dir, config.clone()) {
@@ -39,12 +39,12 @@ fn reopen(dir: &std::path::Path, config: StoreConfig) -> Store {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// Writes and commits one record; returns its location and sequence.
-async fn put(store: &Store, w: &mut SegmentWriter, len: usize) -> (Location, u64) {
+pub(crate) async fn put(store: &Store, w: &mut SegmentWriter, len: usize) -> (Location, u64) {
     let seq = store.next_sequence();
     w.begin_record().unwrap();
     w.append(&payload(seq, len)).unwrap();
@@ -154,7 +154,7 @@ fn record_bigger_than_segment() {
             buf[..chunk.len()].copy_from_slice(chunk);
             w.advance(chunk.len()).unwrap();
         }
-        assert_eq!(w.record_bytes(), &data[..]);
+        assert_eq!(w.record_bytes().unwrap(), &data[..]);
         let p = w.finish_record(seq).unwrap();
         let loc = store.commit(p).await.unwrap();
         assert_eq!(store.read(loc).unwrap().bytes(), &data[..]);
@@ -649,14 +649,14 @@ fn large_record_uses_own_segment() {
         let mut w = store.new_writer();
         let (small_loc, small_seq) = put(&store, &mut w, 100).await;
         let seq = store.next_sequence();
-        // Long enough that writeback starts twice before the commit.
-        let data = payload(seq, (STAGE_LIMIT + 2 * writer::WRITEBACK_STEP) as usize + 5000);
+        // Long enough for two direct writes before the commit.
+        let data = payload(seq, (STAGE_LIMIT + 2 * writer::DIRECT_CHUNK) as usize + 5000);
         w.begin_record().unwrap();
         for chunk in data.chunks(16 * 1024) {
             w.spare(chunk.len()).unwrap().copy_from_slice(chunk);
             w.advance(chunk.len()).unwrap();
         }
-        assert_eq!(w.record_bytes(), &data[..]);
+        assert_eq!(w.record_bytes().unwrap(), &data[..]);
         let p = w.finish_record(seq).unwrap();
         let loc = store.commit(p).await.unwrap();
         assert_eq!(w.segment_id(), Some(loc.segment));
@@ -739,7 +739,7 @@ fn misuse_is_an_error() {
     let mut w = store.new_writer();
     assert!(matches!(w.append(b"x"), Err(StoreError::NoOpenRecord)));
     assert!(matches!(w.finish_record(1), Err(StoreError::NoOpenRecord)));
-    assert!(w.record_bytes().is_empty());
+    assert!(w.record_bytes().unwrap().is_empty());
     w.begin_record().unwrap();
     assert!(matches!(w.begin_record(), Err(StoreError::RecordAlreadyOpen)));
     // Empty records are allowed.

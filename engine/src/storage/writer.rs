@@ -9,6 +9,11 @@ use super::segment::Segment;
 use super::{Inner, StoreError};
 use crate::Location;
 
+mod own;
+
+#[cfg(test)]
+pub(crate) use own::DIRECT_CHUNK;
+
 /// Largest payload a writer stages in memory. A record up to this size is written whole
 /// into the store's shared segment when it is finished, so that one flush per batch
 /// covers the records of every association. A larger record goes to a segment of the
@@ -18,13 +23,25 @@ pub const STAGE_LIMIT: u64 = 256 * 1024;
 /// The record being written.
 #[derive(Clone, Copy, Debug)]
 struct OpenRecord {
-    /// Offset of the record header in the writer's own segment, once the record is
-    /// written there as it arrives. `None` while the record is staged in memory.
-    direct: Option<u64>,
+    /// Position of the record in the writer's own segment, once it is written there as
+    /// it arrives. `None` while the record is staged in memory.
+    own: Option<OwnRecord>,
     /// Payload bytes counted so far.
     len: u64,
     /// CRC32C of those payload bytes.
     crc: u32,
+}
+
+/// A record in the writer's own segment.
+#[derive(Clone, Copy, Debug)]
+struct OwnRecord {
+    /// Offset of the record header.
+    start: u64,
+    /// Offset of the first payload byte held in the writer's buffer, a multiple of
+    /// the page size. Payload below it is in the file.
+    tail: u64,
+    /// Payload bytes up to this offset are in the file (some held bytes may be too).
+    settled: u64,
 }
 
 /// Writes records, each into one of two places. Owned by one association.
@@ -35,7 +52,7 @@ struct OpenRecord {
 /// owns exclusively and grows there as more bytes arrive.
 ///
 /// Bytes reach the segment files with positioned writes (`pwrite`), never through the
-/// mapping. Stores into a shared file mapping cost a page fault per fresh page, and every
+/// mapping; most bytes of a large record bypass the page cache (see the `own` module). Stores into a shared file mapping cost a page fault per fresh page, and every
 /// flush write-protects those pages again with a TLB shootdown across cores. Readers
 /// still see the bytes through the mapping, because both use the same page cache.
 pub struct SegmentWriter {
@@ -44,22 +61,10 @@ pub struct SegmentWriter {
     segment: Option<Arc<Segment>>,
     open: Option<OpenRecord>,
     /// Buffer of the open record. While it is staged: the header slot, then the payload.
-    /// Once it is direct: the bytes `spare` hands out, which `advance` writes to the
-    /// segment. It grows to the largest staged record or fragment seen, and a finished
-    /// staged record takes it along to the committer.
+    /// In the writer's own segment: the payload bytes from `OwnRecord::tail` on, then the
+    /// room `spare` hands out. A finished staged record takes it along to the committer.
     buf: AlignedBuf,
-    /// Segment id and offset up to which writeback of the writer's own segment
-    /// has been started.
-    written_back: (u64, u64),
 }
-
-/// Bytes of a direct record written before their writeback is started, ahead
-/// of the flush at commit. 200 MR2_UNCI instances (2 MB) over 4 associations
-/// went from 1,010-1,720 to 1,850-2,360 MB/s with it.
-///
-/// NOTE: `sync_file_range` runs on the association's worker thread and can
-/// wait there when the device queue is full.
-pub(crate) const WRITEBACK_STEP: u64 = 1024 * 1024;
 
 const HEADER: usize = RECORD_HEADER_LEN as usize;
 
@@ -109,7 +114,7 @@ impl std::fmt::Debug for SegmentWriter {
 
 impl SegmentWriter {
     pub(crate) fn new(inner: Arc<Inner>) -> SegmentWriter {
-        SegmentWriter { inner, segment: None, open: None, buf: AlignedBuf::default(), written_back: (0, 0) }
+        SegmentWriter { inner, segment: None, open: None, buf: AlignedBuf::default() }
     }
 
     /// Returns the id of the segment this writer owns, if any.
@@ -123,7 +128,7 @@ impl SegmentWriter {
         if self.open.is_some() {
             return Err(StoreError::RecordAlreadyOpen);
         }
-        self.open = Some(OpenRecord { direct: None, len: 0, crc: 0 });
+        self.open = Some(OpenRecord { own: None, len: 0, crc: 0 });
         Ok(())
     }
 
@@ -133,7 +138,7 @@ impl SegmentWriter {
     fn reserve(&mut self, extra: u64) -> Result<(), StoreError> {
         let rec = self.open.ok_or(StoreError::NoOpenRecord)?;
         let wanted = rec.len.checked_add(extra).ok_or(StoreError::NoOpenRecord)?;
-        match rec.direct {
+        match rec.own {
             None if wanted <= STAGE_LIMIT => {
                 let needed = HEADER + wanted as usize;
                 if self.buf.len() < needed {
@@ -142,68 +147,8 @@ impl SegmentWriter {
                 Ok(())
             }
             None => self.unstage(wanted),
-            Some(start) => self.reserve_direct(start, rec.len, wanted),
+            Some(own) => self.reserve_own(own, rec.len, wanted),
         }
-    }
-
-    /// Moves the staged record to the tail of the writer's own segment, with room for
-    /// `wanted` payload bytes.
-    ///
-    /// NOTE: creating a segment runs two fsyncs on the calling thread, and every
-    /// allocation chunk runs a posix_fallocate there. That thread is an association's
-    /// worker arbiter, so the other associations on it wait meanwhile.
-    fn unstage(&mut self, wanted: u64) -> Result<(), StoreError> {
-        let rec = self.open.expect("called with an open record");
-        let has_room = self
-            .segment
-            .as_ref()
-            .is_some_and(|s| record_start(s) + format::record_span(wanted) <= s.len);
-        if !has_room {
-            let new = self.inner.acquire_segment(wanted)?;
-            if let Some(old) = self.segment.replace(new) {
-                self.inner.release_segment(old);
-            }
-        }
-        let seg = self.segment.clone().expect("segment acquired above");
-        let start = record_start(&seg);
-        seg.ensure_allocated(start + RECORD_HEADER_LEN + wanted)?;
-        if rec.len > 0 {
-            self.write(&seg, start + RECORD_HEADER_LEN, &self.buf[HEADER..HEADER + rec.len as usize])?;
-        }
-        self.open = Some(OpenRecord { direct: Some(start), ..rec });
-        Ok(())
-    }
-
-    /// `reserve` for a record in the writer's own segment, starting at `start`.
-    fn reserve_direct(&mut self, start: u64, len: u64, wanted: u64) -> Result<(), StoreError> {
-        let seg = self.segment.clone().expect("a direct record has a segment");
-        if start + RECORD_HEADER_LEN + wanted <= seg.len {
-            return seg.ensure_allocated(start + RECORD_HEADER_LEN + wanted);
-        }
-        // A single append of the whole payload gets exactly its size; a growing record gets
-        // twice what it has so far, so a streamed record is copied about 2x its size at most.
-        let capacity = if len == 0 { wanted } else { wanted.max(len.saturating_mul(2)) };
-        let new = self.inner.acquire_segment(capacity)?;
-        let new_start = record_start(&new);
-        new.ensure_allocated(new_start + RECORD_HEADER_LEN + wanted)?;
-        if len > 0 {
-            // SAFETY: this writer's own open record (above `published` of the old segment),
-            // which only this writer writes; `new` is a distinct segment.
-            let src = unsafe { seg.owned(start + RECORD_HEADER_LEN, len) };
-            self.write(&new, new_start + RECORD_HEADER_LEN, src)?;
-        }
-        // The old segment keeps its tail at `start` (header slot still zero). If it has
-        // enough room left to be reused, scrub the copied bytes first.
-        if seg.len - start >= self.inner.idle_threshold() {
-            self.scrub(&seg, start, len);
-        }
-        let old = self.segment.replace(new).expect("had a segment");
-        self.inner.release_segment(old);
-        if let Some(rec) = self.open.as_mut() {
-            rec.direct = Some(new_start);
-        }
-        tracing::debug!(segment = self.segment_id(), copied = len, "rolled segment mid-record");
-        Ok(())
     }
 
     /// Writes `data` at `offset` of a segment this writer owns, at or above its
@@ -230,14 +175,10 @@ impl SegmentWriter {
         if data.is_empty() {
             return self.open.map(|_| ()).ok_or(StoreError::NoOpenRecord);
         }
-        self.reserve(data.len() as u64)?;
-        let rec = self.open.expect("reserve checked");
-        if rec.direct.is_some() {
-            return self.write_payload(data);
+        for piece in data.chunks(STAGE_LIMIT as usize) {
+            self.spare(piece.len())?.copy_from_slice(piece);
+            self.advance(piece.len())?;
         }
-        let at = HEADER + rec.len as usize;
-        self.buf[at..at + data.len()].copy_from_slice(data);
-        self.count_staged(data.len());
         Ok(())
     }
 
@@ -255,7 +196,7 @@ impl SegmentWriter {
         self.inner.check_writable()?;
         self.reserve(min as u64)?;
         let rec = self.open.expect("reserve checked");
-        let at = if rec.direct.is_some() { 0 } else { HEADER + rec.len as usize };
+        let at = if rec.own.is_some() { self.own_spare_at() } else { HEADER + rec.len as usize };
         if self.buf.len() < at + min {
             self.buf.resize(at + min);
         }
@@ -263,22 +204,18 @@ impl SegmentWriter {
     }
 
     /// Counts the first `n` bytes handed out by `spare` into the record and its running
-    /// CRC, writing them to the segment if the record is direct.
+    /// CRC; in the writer's own segment, writes them out once enough have gathered.
     ///
     /// # Panics
     /// Without an open record, or if `n` goes past the room `spare` handed out.
     pub fn advance(&mut self, n: usize) -> Result<(), StoreError> {
         let rec = self.open.expect("advance without an open record");
-        if rec.direct.is_none() {
-            assert!(HEADER + rec.len as usize + n <= self.buf.len(), "advance past the room spare() gave");
-            self.count_staged(n);
-            return Ok(());
+        if rec.own.is_some() {
+            return self.take_own(n);
         }
-        assert!(n <= self.buf.len(), "advance past the room spare() gave");
-        let buf = std::mem::take(&mut self.buf);
-        let result = self.write_payload(&buf[..n]);
-        self.buf = buf;
-        result
+        assert!(HEADER + rec.len as usize + n <= self.buf.len(), "advance past the room spare() gave");
+        self.count_staged(n);
+        Ok(())
     }
 
     /// Counts `n` bytes staged after the payload into the record and its CRC.
@@ -289,39 +226,20 @@ impl SegmentWriter {
         rec.len += n as u64;
     }
 
-    /// Writes `data` at the tail of the open direct record, inside room `reserve` made.
-    fn write_payload(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        let rec = self.open.expect("an open record: reserve checked");
-        let start = rec.direct.expect("called for a direct record");
-        let seg = self.segment.as_ref().expect("a direct record has a segment");
-        let at = start + RECORD_HEADER_LEN + rec.len;
-        assert!(at + data.len() as u64 <= seg.len, "write past the room reserve() made");
-        self.write(seg, at, data)?;
-        let end = at + data.len() as u64;
-        let (id, done) = self.written_back;
-        let done = if id == seg.id { done.max(start) } else { start };
-        if end - done >= WRITEBACK_STEP {
-            let to = end / 4096 * 4096;
-            seg.start_writeback(done, to - done);
-            self.written_back = (seg.id, to);
-        }
-        let rec = self.open.as_mut().expect("checked above");
-        rec.crc = crc32c::crc32c_append(rec.crc, data);
-        rec.len += data.len() as u64;
-        Ok(())
-    }
-
-    /// Returns the payload written so far.
-    pub fn record_bytes(&self) -> &[u8] {
-        match (&self.open, &self.segment) {
-            (Some(OpenRecord { direct: None, len, .. }), _) => &self.buf[HEADER..HEADER + *len as usize],
-            // SAFETY: the open record's bytes, owned by this writer; `&self` keeps `&mut self`
-            // methods (the only writers of these bytes) from running while the slice lives.
-            (Some(OpenRecord { direct: Some(start), len, .. }), Some(seg)) => unsafe {
-                seg.owned(start + RECORD_HEADER_LEN, *len)
+    /// Returns the payload written so far. A record in the writer's own segment is read
+    /// through the mapping, after its held bytes are written to the file.
+    pub fn record_bytes(&mut self) -> Result<&[u8], StoreError> {
+        self.settle()?;
+        Ok(match (&self.open, &self.segment) {
+            (Some(OpenRecord { own: None, len, .. }), _) => &self.buf[HEADER..HEADER + *len as usize],
+            // SAFETY: the open record's bytes, owned by this writer and all in the file after
+            // `settle`. The borrow of `self` keeps `&mut self` methods, the only writers of
+            // these bytes, from running while the slice lives.
+            (Some(OpenRecord { own: Some(own), len, .. }), Some(seg)) => unsafe {
+                seg.owned(own.start + RECORD_HEADER_LEN, *len)
             },
             _ => &[],
-        }
+        })
     }
 
     /// Returns the length of the payload written so far.
@@ -336,9 +254,9 @@ impl SegmentWriter {
         self.inner.check_writable()?;
         let rec = self.open.ok_or(StoreError::NoOpenRecord)?;
         let header = RecordHeader::encode(rec.len, sequence, rec.crc);
-        let pending = match rec.direct {
+        let pending = match rec.own {
             None => self.finish_staged(&header, rec.len),
-            Some(start) => self.finish_direct(&header, start, rec.len)?,
+            Some(own) => self.finish_own(&header, own.start, rec.len)?,
         };
         self.open = None;
         metrics::counter!("nectar_store_bytes_written_total").increment(pending.span());
@@ -358,27 +276,12 @@ impl SegmentWriter {
         PendingRecord { kind: Pending::Staged { buf, len, span } }
     }
 
-    /// Writes the padding and header of a record in the writer's own segment.
-    fn finish_direct(&mut self, header: &[u8], start: u64, len: u64) -> Result<PendingRecord, StoreError> {
-        let seg = self.segment.clone().expect("a direct record has a segment");
-        let payload_end = start + RECORD_HEADER_LEN + len;
-        let end = start + format::record_span(len);
-        debug_assert!(end <= seg.len, "segments are multiples of 8, records 8-aligned");
-        // Padding and header slot of the open record, written before the Release store
-        // below publishes them.
-        self.write(&seg, payload_end, &[0u8; 8][..(end - payload_end) as usize])?;
-        self.write(&seg, start, header)?;
-        seg.published.store(end, Ordering::Release);
-        let location = Location { segment: seg.id, offset: start, length: len };
-        Ok(PendingRecord { kind: Pending::Written { location, segment: seg, end } })
-    }
-
-    /// Drops the open record. A staged record leaves no trace; a direct record's bytes
-    /// are zeroed and the next record starts where it did.
+    /// Drops the open record. A staged record leaves no trace. The bytes of a record in
+    /// the writer's own segment are zeroed, and the next record starts where it did.
     pub fn abort_record(&mut self) {
-        if let Some(OpenRecord { direct: Some(start), len, .. }) = self.open.take() {
-            let seg = self.segment.clone().expect("a direct record has a segment");
-            self.scrub(&seg, start, len);
+        if let Some(OpenRecord { own: Some(own), len, .. }) = self.open.take() {
+            let seg = self.segment.clone().expect("an own record has a segment");
+            self.scrub(&seg, own.start, len);
         }
     }
 }
