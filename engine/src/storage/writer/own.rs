@@ -22,8 +22,9 @@ use crate::Location;
 /// Payload bytes after the header that are written through the page cache.
 pub(crate) const HEAD_ZONE: u64 = 64 * 1024;
 
-/// Bytes gathered before they are written with direct I/O. With the pieces of at most
-/// `STAGE_LIMIT` that `spare` hands out, the buffer stays under 512 KiB.
+/// Bytes gathered before they are written with direct I/O. When callers take pieces of
+/// at most `STAGE_LIMIT` from `spare`, as the receive paths do, the buffer stays under
+/// 512 KiB.
 pub(crate) const DIRECT_CHUNK: u64 = 256 * 1024;
 
 /// Page size the direct writes are aligned to, in file offset, length and memory.
