@@ -233,6 +233,8 @@ impl Inner {
         let room = seg.len - seg.published.load(Ordering::Relaxed);
         if room >= self.idle_threshold() && !self.closed.load(Ordering::Acquire) {
             lock(&self.idle).push(seg);
+        } else {
+            seg.close_direct();
         }
     }
 
