@@ -24,8 +24,9 @@ pub(crate) const HEAD_ZONE: u64 = 64 * 1024;
 
 /// Bytes gathered before they are written with direct I/O. When callers take pieces of
 /// at most `STAGE_LIMIT` from `spare`, as the receive paths do, the buffer stays under
-/// 512 KiB.
-pub(crate) const DIRECT_CHUNK: u64 = 256 * 1024;
+/// 768 KiB. 2 MB instances over 4 associations took 740-840 µs of CPU each with 512 KiB,
+/// against 825-925 with 256 KiB.
+pub(crate) const DIRECT_CHUNK: u64 = 512 * 1024;
 
 /// Page size the direct writes are aligned to, in file offset, length and memory.
 const PAGE: u64 = 4096;
