@@ -45,10 +45,12 @@ TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 # ----------------------------------------------------------------------------- helpers
 
 
-def multipart_body(parts: list[bytes], boundary: str, part_type: str = "application/dicom") -> bytes:
+def multipart_body(parts: list[bytes], boundary: str, part_type: str = "application/dicom",
+                   content_length: bool = False) -> bytes:
     body = b""
     for part in parts:
-        body += f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode() + part + b"\r\n"
+        length = f"Content-Length: {len(part)}\r\n" if content_length else ""
+        body += f"--{boundary}\r\nContent-Type: {part_type}\r\n{length}\r\n".encode() + part + b"\r\n"
     return body + f"--{boundary}--\r\n".encode()
 
 
@@ -70,11 +72,12 @@ def curl(url: str, tmp_path: Path, *args: str, data: Path | None = None) -> tupl
 
 
 def stow(nectar, tmp_path: Path, parts: list[bytes], path: str = "/dicomweb/studies",
-         content_type: str | None = None, extra: tuple = (), part_type: str = "application/dicom"):
+         content_type: str | None = None, extra: tuple = (), part_type: str = "application/dicom",
+         content_length: bool = False):
     """POST `parts` as multipart/related; returns status and the JSON body."""
     boundary = "nectar-test-" + uuid.uuid4().hex
     body = tmp_path / f"stow-{uuid.uuid4().hex}.bin"
-    body.write_bytes(multipart_body(parts, boundary, part_type))
+    body.write_bytes(multipart_body(parts, boundary, part_type, content_length))
     content_type = content_type or f'{DICOM_RELATED}; boundary="{boundary}"'
     content_type = content_type.replace("{boundary}", boundary)
     status, _, response = curl(nectar.url(path), tmp_path, "-H", f"Content-Type: {content_type}", *extra, data=body)
@@ -417,6 +420,22 @@ def test_stow_content_type_forms_and_chunked(nectar, tmp_path):
     status, response = stow(nectar, tmp_path, [ct, mr], extra=("-H", "Transfer-Encoding: chunked"))
     assert status == 200, response
     assert len(referenced_uids(response)) == 2
+
+
+def test_stow_parts_with_content_length(nectar, tmp_path):
+    """Parts that state their length, one over 256 KiB, are stored and served back byte for byte."""
+    files = [corpus.path("pydicom_data/MR2_UNCI.dcm"), corpus.path("pydicom/CT_small.dcm")]
+    parts = [f.read_bytes() for f in files]
+    assert len(parts[0]) > 256 * 1024
+    for _ in range(2):
+        status, response = stow(nectar, tmp_path, parts, content_length=True)
+        assert status == 200, failure_reasons(response)
+        assert referenced_uids(response) == [uids(f)[2] for f in files]
+    for f, sent in zip(files, parts):
+        status, headers, body = curl(nectar.url(instance_path(*uids(f))), tmp_path)
+        assert status == 200
+        (_, part), = split_multipart(headers["content-type"], body)
+        assert part == sent, f.name
 
 
 def test_wado_status_codes(nectar, tmp_path):

@@ -245,8 +245,8 @@ impl Segment {
     /// conditions of [`Segment::write_at`]. When the offset and every block's address and
     /// length are multiples of [`SHARED_RECORD_ALIGN`], the write bypasses the page cache
     /// (O_DIRECT) where the file system allows it: no page is allocated, and the flush at
-    /// commit finds no dirty page.
-    pub(crate) fn write_blocks(&self, offset: u64, blocks: &[&[u8]]) -> Result<(), StoreError> {
+    /// commit finds no dirty page. Returns whether the write bypassed the page cache.
+    pub(crate) fn write_blocks(&self, offset: u64, blocks: &[&[u8]]) -> Result<bool, StoreError> {
         let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         debug_assert!(offset >= self.published.load(Ordering::Relaxed));
         assert!(offset.checked_add(total).is_some_and(|e| e <= self.len), "write past segment end");
@@ -259,10 +259,11 @@ impl Segment {
         if aligned {
             let written = self.direct.write(&self.path, self.id, offset, blocks).map_err(|e| io_error("pwritev", &self.path, e, total))?;
             if matches!(written, Direct::Written) {
-                return Ok(());
+                return Ok(true);
             }
         }
-        direct::write_all_vectored(file, offset, blocks).map_err(|e| io_error("pwritev", &self.path, e, total))
+        direct::write_all_vectored(file, offset, blocks).map_err(|e| io_error("pwritev", &self.path, e, total))?;
+        Ok(false)
     }
 
     /// Closes the direct I/O descriptor of a segment that takes no more writes.

@@ -83,7 +83,7 @@ impl SharedTail {
         let end = start + run.iter().map(|r| r.span as u64).sum::<u64>();
         let written = self.zero_ahead(&seg, end).and_then(|()| {
             let blocks: Vec<&[u8]> = run.iter().map(|r| &r.buf[..r.span]).collect();
-            seg.write_blocks(start, &blocks)
+            seg.write_blocks(start, &blocks).map(drop)
         });
         if let Err(error) = written {
             // A full disk leaves `next` and `zeroed` where they were, so a later batch

@@ -60,6 +60,10 @@ impl SegmentWriter {
         seg.ensure_allocated(start + RECORD_HEADER_LEN + wanted)?;
         let own = OwnRecord { start, tail: direct_from(start), settled: start + RECORD_HEADER_LEN };
         self.open = Some(OpenRecord { own: Some(own), ..rec });
+        if rec.len == 0 {
+            // A record of known length moves before any payload, maybe with an empty buffer.
+            return Ok(());
+        }
         // The staged payload takes the same path as bytes arriving now.
         self.place(HEADER, start + RECORD_HEADER_LEN, rec.len as usize)
     }
@@ -153,14 +157,16 @@ impl SegmentWriter {
         if pages == 0 {
             return Ok(());
         }
-        seg.write_blocks(own.tail, &[&self.buf[..pages as usize]]).inspect_err(|e| self.inner.poison(e))?;
+        let direct = seg.write_blocks(own.tail, &[&self.buf[..pages as usize]]).inspect_err(|e| self.inner.poison(e))?;
         // Where direct I/O is not available, this starts the writeback of the pages ahead
         // of the flush. After a direct write it finds no dirty page.
         seg.start_writeback(own.tail, pages);
         self.buf.copy_within(pages as usize..buffered as usize, 0);
         own.tail += pages;
         own.settled = own.settled.max(own.tail);
-        metrics::counter!("nectar_store_direct_bytes_total").increment(pages);
+        if direct {
+            metrics::counter!("nectar_store_direct_bytes_total").increment(pages);
+        }
         Ok(())
     }
 

@@ -135,3 +135,85 @@ fn large_record_bypasses_page_cache() {
     let (from, to) = (direct_from(loc.offset), payload_end / PAGE * PAGE);
     assert_eq!(cached_pages(&file, from, to), 0, "pages {from}..{to} went around the page cache");
 }
+
+#[test]
+fn known_length_moves_before_any_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small(8 << 20)).unwrap();
+    let records = rt().block_on(async {
+        let mut records = Vec::new();
+        for first_call_reserves in [true, false] {
+            // A fresh writer has an empty buffer.
+            let mut w = store.new_writer();
+            let seq = store.next_sequence();
+            let data = payload(seq, STAGE_LIMIT as usize + 300_000);
+            w.begin_record().unwrap();
+            if first_call_reserves {
+                w.reserve_room(data.len() as u64).unwrap();
+                w.append(&data).unwrap();
+            } else {
+                w.spare(data.len()).unwrap().copy_from_slice(&data);
+                w.advance(data.len()).unwrap();
+            }
+            assert_eq!(w.record_bytes().unwrap(), &data[..]);
+            let loc = store.commit(w.finish_record(seq).unwrap()).await.unwrap();
+            records.push((loc, seq));
+        }
+        records
+    });
+    store.close().unwrap();
+    drop(store);
+    assert_reopened_holds(dir.path(), 8 << 20, &records);
+}
+
+#[test]
+fn lengths_at_page_and_chunk_edges() {
+    let limit = STAGE_LIMIT as usize;
+    let chunk = DIRECT_CHUNK as usize;
+    // The first record starts at 512, so a payload of 4096 * k - 544 bytes ends on a page boundary.
+    let lengths = [limit + 1, 4096 * 70 - 544, limit + chunk, limit + chunk + 1, limit + 2 * chunk - 1, 2 * limit + 4096];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small(16 << 20)).unwrap();
+    let records = rt().block_on(async {
+        let mut w = store.new_writer();
+        let mut records = Vec::new();
+        for (i, len) in lengths.into_iter().enumerate() {
+            let seq = store.next_sequence();
+            let data = payload(seq, len);
+            w.begin_record().unwrap();
+            stream(&mut w, &data, [1, 4096, 65_536, 100_003][i % 4].max(len / 64));
+            assert_eq!(w.record_bytes().unwrap(), &data[..], "payload of {len} bytes");
+            let loc = store.commit(w.finish_record(seq).unwrap()).await.unwrap();
+            assert_eq!(store.read(loc).unwrap().bytes(), &data[..], "payload of {len} bytes");
+            records.push((loc, seq));
+        }
+        let segments: std::collections::BTreeSet<u64> = records.iter().map(|(loc, _)| loc.segment).collect();
+        assert_eq!(segments.len(), 1, "the records follow one another in one segment");
+        records
+    });
+    store.close().unwrap();
+    drop(store);
+    assert_reopened_holds(dir.path(), 16 << 20, &records);
+}
+
+#[test]
+fn dropped_open_record_leaves_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small(8 << 20)).unwrap();
+    let records = rt().block_on(async {
+        let mut a = store.new_writer();
+        let first = put(&store, &mut a, 700_000).await;
+        a.begin_record().unwrap();
+        stream(&mut a, &payload(98, 1_500_000), 65_536);
+        drop(a);
+        // The next writer takes the dropped writer's segment from the idle pool.
+        let mut b = store.new_writer();
+        let second = put(&store, &mut b, 300_000).await;
+        assert_eq!(second.0.segment, first.0.segment);
+        assert_eq!(second.0.offset, format::align_shared(record_end(&first.0)));
+        vec![first, second]
+    });
+    store.close().unwrap();
+    drop(store);
+    assert_reopened_holds(dir.path(), 8 << 20, &records);
+}
