@@ -191,7 +191,8 @@ impl SegmentWriter {
 
     /// Returns `min` bytes to fill with the record's next payload bytes, e.g. straight
     /// from a socket; `advance` then counts them. Room is reserved first, so a full disk
-    /// is reported here.
+    /// is reported here. Any other call on the writer between the two may move the
+    /// buffer, and the bytes filled in are then lost.
     pub fn spare(&mut self, min: usize) -> Result<&mut [u8], StoreError> {
         self.inner.check_writable()?;
         self.reserve(min as u64)?;

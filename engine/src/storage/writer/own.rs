@@ -81,7 +81,10 @@ impl SegmentWriter {
         let capacity = if len == 0 { wanted } else { wanted.max(len.saturating_mul(2)) };
         let new = self.inner.acquire_segment(capacity)?;
         let new_start = record_start(&new);
-        new.ensure_allocated(new_start + RECORD_HEADER_LEN + wanted)?;
+        if let Err(error) = new.ensure_allocated(new_start + RECORD_HEADER_LEN + wanted) {
+            self.inner.release_segment(new);
+            return Err(error);
+        }
         let payload_end = new_start + RECORD_HEADER_LEN + len;
         if len > 0 {
             // SAFETY: this writer's own open record (above `published` of the old segment),
