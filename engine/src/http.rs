@@ -1,10 +1,15 @@
 //! The HTTP endpoint: health, Prometheus metrics and DICOMweb under `/dicomweb`.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::{dev::ServerHandle, web, App, HttpResponse, HttpServer};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{self, Next};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::dicomweb;
@@ -45,7 +50,7 @@ pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHa
                 .route("/events", web::get().to(crate::events::sse::events))
                 .route("/events/{position}", web::get().to(crate::events::sse::event));
         }
-        app
+        app.wrap(middleware::from_fn(contain_panic))
     })
     // A multipart response is written as several chunks (part headers, then
     // the record borrowed from its segment), so Nagle's algorithm would hold
@@ -68,6 +73,22 @@ pub fn start(address: SocketAddr, state: HttpState) -> std::io::Result<(ServerHa
     Ok((handle, bound))
 }
 
+/// Runs a request's handler. If the handler panics, logs and counts the panic and
+/// returns 500 Internal Server Error, so the other requests on the worker go on.
+async fn contain_panic(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let (method, path) = (request.method().clone(), request.path().to_owned());
+    match AssertUnwindSafe(next.call(request)).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            crate::telemetry::http_handler_panicked(method.as_str(), &path, &crate::telemetry::panic_message(&panic));
+            Err(actix_web::error::ErrorInternalServerError("the request handler failed; see the server log"))
+        }
+    }
+}
+
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
     if state.ready.load(Ordering::Acquire) {
         HttpResponse::Ok().content_type("text/plain").body("ok\n")
@@ -80,4 +101,37 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.prometheus.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{test, web, App, HttpResponse};
+
+    use super::{contain_panic, middleware};
+
+    async fn fails() -> HttpResponse {
+        panic!("handler bug")
+    }
+
+    async fn works() -> HttpResponse {
+        HttpResponse::Ok().body("ok")
+    }
+
+    #[actix_web::test]
+    async fn handler_panic_answers_500() {
+        let app = test::init_service(
+            App::new()
+                .route("/fails", web::get().to(fails))
+                .route("/works", web::get().to(works))
+                .wrap(middleware::from_fn(contain_panic)),
+        )
+        .await;
+        // The server writes an error returned by the service as its response.
+        let Err(failed) = test::try_call_service(&app, test::TestRequest::get().uri("/fails").to_request()).await else {
+            panic!("a panicking handler must end in an error");
+        };
+        assert_eq!(failed.error_response().status(), 500);
+        let next = test::call_service(&app, test::TestRequest::get().uri("/works").to_request()).await;
+        assert_eq!(next.status(), 200);
+    }
 }

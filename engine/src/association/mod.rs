@@ -93,7 +93,7 @@ where
     let Err(panic) = AssertUnwindSafe(association).catch_unwind().await else {
         return;
     };
-    telemetry::association_panicked(&panic_message(&panic));
+    telemetry::association_panicked(&telemetry::panic_message(&panic));
     if let Some(mut socket) = abort_handle {
         send_abort_blocking(&mut socket);
     }
@@ -124,16 +124,6 @@ fn send_abort_blocking(socket: &mut std::net::TcpStream) {
     // to a healthy socket completes at once; any failure means the peer is gone.
     let _ = socket.write_all(&pdu::encode_abort(Some(pdu::abort_reason::NOT_SPECIFIED)));
     let _ = socket.shutdown(std::net::Shutdown::Both);
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_string()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,23 @@ pub fn association_failed(error: &AssociationError) {
     }
 }
 
+/// Logs and counts a panic in an HTTP request handler.
+pub fn http_handler_panicked(method: &str, path: &str, message: &str) {
+    counter!("nectar_http_panics_total").increment(1);
+    tracing::error!(panic = message, method, path, "HTTP request handler panicked; responded with 500");
+}
+
+/// Returns the text of a panic payload.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
 pub fn association_panicked(message: &str) {
     counter!("nectar_association_panics_total").increment(1);
     counter!("nectar_association_errors_total", "kind" => "panic").increment(1);
