@@ -52,12 +52,19 @@ def nectar_medians(results):
     return medians
 
 
-def verdict_lines(repo, name, results):
+def verdict_lines(repo, name, results, quick=False):
     """Return Markdown lines comparing nectar's medians with the profile's recorded figures."""
     with open(path(repo, name)) as f:
         text = f.read()
-    lines = [f"## Profile {name}", "", "| figure | recorded | this run | meets |", "| --- | --- | --- | --- |"]
-    for key, value in nectar_medians(results).items():
+    lines = [f"## Profile {name}", ""]
+    if quick:
+        lines += ["A --quick run sends a fifth of the instances in one round, so its figures only "
+                  "indicate whether the profile's full-run figures are met.", ""]
+    medians = nectar_medians(results)
+    if not medians:
+        return lines + ["No successful nectar run of small-8 or large-4 to compare (see Failed runs).", ""]
+    lines += ["| figure | recorded | this run | meets |", "| --- | --- | --- | --- |"]
+    for key, value in medians.items():
         recorded = read_scalar(text, key)
         if recorded is None:
             meets = "no figure recorded"

@@ -114,7 +114,7 @@ class Nectar(Receiver):
             "--ae-title", self.called_ae,
         ]
         if self.ctx.profile:
-            argv += ["--profile", self.ctx.profile]
+            argv += ["--profile", self.ctx.profile_arg]
         if self.ctx.profile_cores:
             argv = ["taskset", "-c", self.ctx.profile_cores] + argv
         return argv

@@ -241,8 +241,9 @@ impl Association {
             pdu_type::ASSOCIATE_RJ => {
                 return Err(match decoded()? {
                     Some(Pdu::AssociationRJ(rj)) => format!(
-                        "association rejected: {:?}, source {:?}",
-                        rj.result, rj.source
+                        "association rejected ({}), source and reason: {}",
+                        words(&format!("{:?}", rj.result)),
+                        words(&format!("{:?}", rj.source))
                     ),
                     _ => "association rejected".into(),
                 })
@@ -528,5 +529,46 @@ impl<'t> StoreRequests<'t> {
             slices,
             dataset_len: dataset.len(),
         }
+    }
+}
+
+/// Turns a Rust debug name such as `ServiceUser(CalledAETitleNotRecognized)` into
+/// lower-case words ("service user, called AE title not recognized"), keeping acronyms.
+fn words(debug: &str) -> String {
+    let chars: Vec<char> = debug.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        match c {
+            '(' => out.push_str(", "),
+            ')' => {}
+            _ if c.is_uppercase() => {
+                let prev_upper = i > 0 && chars[i - 1].is_uppercase();
+                let prev_lower = i > 0 && chars[i - 1].is_lowercase();
+                let next_upper = chars.get(i + 1).is_some_and(|n| n.is_uppercase());
+                let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+                if (prev_lower || (prev_upper && next_lower)) && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+                if next_upper || (prev_upper && !next_lower) {
+                    out.push(c);
+                } else {
+                    out.extend(c.to_lowercase());
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod words_tests {
+    use super::words;
+
+    #[test]
+    fn debug_names_become_words() {
+        assert_eq!(words("Permanent"), "permanent");
+        assert_eq!(words("ServiceUser(CalledAETitleNotRecognized)"), "service user, called AE title not recognized");
+        assert_eq!(words("ServiceProviderASCE(NoReasonGiven)"), "service provider ASCE, no reason given");
     }
 }

@@ -115,23 +115,35 @@ impl Report {
             self.instances_per_sec(),
             self.mb_per_sec()
         );
-        let _ = writeln!(
+        if self.latencies_us.is_empty() {
+            let _ = writeln!(s, "latency       n/a (no response received)");
+        } else {
+            let _ = writeln!(
+                s,
+                "latency       p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (last byte written to response)",
+                ms(self.latency_us(0.50)),
+                ms(self.latency_us(0.99)),
+                ms(self.latencies_us.last().copied().unwrap_or(0))
+            );
+        }
+        let _ = write!(
             s,
-            "latency       p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (last byte written to response)",
-            ms(self.latency_us(0.50)),
-            ms(self.latency_us(0.99)),
-            ms(self.latencies_us.last().copied().unwrap_or(0))
-        );
-        let _ = writeln!(
-            s,
-            "load CPU      {:.3} s (user {:.3}, sys {:.3}), {:.1} us per instance (user {:.1}, sys {:.1})",
+            "load CPU      {:.3} s (user {:.3}, sys {:.3})",
             self.cpu.total().as_secs_f64(),
             self.cpu.user.as_secs_f64(),
-            self.cpu.system.as_secs_f64(),
-            self.cpu_us_per_instance(),
-            per_instance_us(self.cpu.user, self.sent),
-            per_instance_us(self.cpu.system, self.sent)
+            self.cpu.system.as_secs_f64()
         );
+        if self.sent == 0 {
+            let _ = writeln!(s, ", n/a per instance (none sent)");
+        } else {
+            let _ = writeln!(
+                s,
+                ", {:.1} us per instance (user {:.1}, sys {:.1})",
+                self.cpu_us_per_instance(),
+                per_instance_us(self.cpu.user, self.sent),
+                per_instance_us(self.cpu.system, self.sent)
+            );
+        }
         for e in &self.association_errors {
             let _ = writeln!(s, "error         {e}");
         }

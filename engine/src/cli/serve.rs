@@ -33,7 +33,7 @@ pub struct ServeArgs {
     #[arg(long, env = "NECTAR_DIMSE_PORT", default_value_t = 11112)]
     pub dimse_port: u16,
 
-    /// TCP port of the HTTP endpoint (/health, /metrics).
+    /// TCP port of the HTTP endpoint (/health, /metrics, DICOMweb under /dicomweb, /events).
     #[arg(long, env = "NECTAR_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
 
@@ -47,7 +47,8 @@ pub struct ServeArgs {
     #[arg(long, env = "NECTAR_PROFILE")]
     pub profile: Option<String>,
 
-    /// Worker threads (actix arbiters), each pinned to a core. Default: the profile's workers, else
+    /// Worker threads (actix arbiters), pinned in turn to the cores in use: a profile's first
+    /// `cores`, else every core this process may use. Default: the profile's workers, else
     /// the cores this process may use.
     #[arg(long, env = "NECTAR_WORKERS")]
     pub workers: Option<usize>,
@@ -308,7 +309,7 @@ pub fn run(args: ServeArgs) -> i32 {
     let available_cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (sizing, overrides) = resolve_sizing(&args, loaded.as_ref().map(|l| &l.profile), available_cores);
     for o in &overrides {
-        tracing::info!(setting = o.setting, profile_value = %o.profile_value, value = %o.value, "a flag overrides the capacity profile");
+        tracing::info!(setting = o.setting, profile_value = %o.profile_value, value = %o.value, "a flag or its environment variable overrides the capacity profile");
     }
     tracing::info!(
         workers = sizing.workers,
