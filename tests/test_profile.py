@@ -110,7 +110,7 @@ def test_flag_overrides_profile(nectar_factory):
     srv = nectar_factory("--profile", "small", "--max-associations", "2", env=PROFILE_DIR)
 
     assert_fields(log_fields(srv, "capacity profile applied"), {"max_associations": 16})
-    assert_fields(log_fields(srv, "a flag overrides the capacity profile"),
+    assert_fields(log_fields(srv, "a flag or its environment variable overrides the capacity profile"),
                   {"setting": "max_associations", "profile_value": 16, "value": 2})
     assert_fields(log_fields(srv, "nectar listening"), {"max_associations": 2, "workers": 1})
 
