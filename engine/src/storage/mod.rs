@@ -364,6 +364,9 @@ impl Store {
                 reason: format!("header says length {} but the location says {}", header.length, location.length),
             });
         }
+        if location.length > STAGE_LIMIT {
+            seg.read_ahead(location.offset + RECORD_HEADER_LEN, location.length);
+        }
         Ok(RecordRef { segment: seg, start: (location.offset + RECORD_HEADER_LEN) as usize, len: location.length as usize })
     }
 

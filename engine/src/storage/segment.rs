@@ -359,6 +359,14 @@ impl Segment {
         Ok(())
     }
 
+    /// Asks the kernel to read `[offset, offset + len)` of the mapping ahead
+    /// (`madvise(MADV_WILLNEED)`), so that a reader of a record written with direct I/O
+    /// finds its pages arriving instead of faulting them in one readahead window at a
+    /// time. Only a hint: an error is ignored.
+    pub(crate) fn read_ahead(&self, offset: u64, len: u64) {
+        let _ = self.map.advise_range(memmap2::Advice::WillNeed, offset as usize, len as usize);
+    }
+
     /// msync(MS_SYNC) of `[start, end)`: on Linux a data sync of that range of the file
     /// (the mapping is shared, so the kernel syncs the file behind it).
     pub(crate) fn flush(&self, start: u64, end: u64) -> std::io::Result<()> {
