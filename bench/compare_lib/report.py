@@ -94,14 +94,15 @@ def workload_table(workload, receivers, results):
 def runs_table(results):
     """Return the Markdown table of every run, in the order they ran."""
     rows = [
-        "| round | workload | receiver | ok | instances/s | MB/s | p50 ms | p99 ms | "
+        "| round | workload | receiver | ok | stored | instances/s | MB/s | p50 ms | p99 ms | "
         "receiver CPU s | nectar-load CPU s | peak anon MiB | exit | failure |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         reason = r.reason.replace("|", "/")
+        stored = "?" if r.stored is None else str(r.stored)
         rows.append(
-            f"| {r.round} | {r.workload} | {r.receiver} | {'yes' if r.ok else 'no'} "
+            f"| {r.round} | {r.workload} | {r.receiver} | {'yes' if r.ok else 'no'} | {stored} "
             f"| {_fmt(r.instances_per_s)} | {_fmt(r.mb_per_s, 1)} | {_fmt(r.p50_us / 1000, 2)} "
             f"| {_fmt(r.p99_us / 1000, 2)} | {r.cpu_s:.2f} | {r.load_cpu_s:.2f} "
             f"| {_fmt(r.peak_anon_mib, 1)} | {r.exit_code} | {reason} |"
