@@ -266,7 +266,7 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
                      f"| {method}, {len(rates)} time(s) |")
     lines += ["", "The write with one fdatasync at the end fills the page cache with dirty "
               "pages, so the kernel's dirty-page limits and whatever else the machine writes decide how "
-              "fast it goes; it varies most between runs. The write with an fdatasync every 16 MiB is "
+              "fast it goes, so it varies most between runs. The write with an fdatasync every 16 MiB is "
               "closer to how nectar writes.", ""]
 
     for workload in ctx.workloads:

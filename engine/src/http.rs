@@ -118,7 +118,7 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn handler_panic_answers_500() {
+    async fn handler_panic_returns_500() {
         let app = test::init_service(
             App::new()
                 .route("/fails", web::get().to(fails))

@@ -47,9 +47,9 @@ pub struct ServeArgs {
     #[arg(long, env = "NECTAR_PROFILE")]
     pub profile: Option<String>,
 
-    /// Worker threads (actix arbiters), pinned in turn to the cores in use: a profile's first
-    /// `cores`, else every core this process may use. Default: the profile's workers, else
-    /// the cores this process may use.
+    /// Worker threads (actix arbiters), pinned in turn to the cores in use: the first `cores`
+    /// cores of a profile, else every core this process may use. Default: the profile's
+    /// workers, else the cores this process may use.
     #[arg(long, env = "NECTAR_WORKERS")]
     pub workers: Option<usize>,
 

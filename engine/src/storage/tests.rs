@@ -53,6 +53,16 @@ pub(crate) async fn put(store: &Store, w: &mut SegmentWriter, len: usize) -> (Lo
     (loc, seq)
 }
 
+/// Writes one record and commits it on a runtime of its own; returns its sequence and
+/// the commit's outcome.
+fn try_put(store: &Store, w: &mut SegmentWriter, len: usize) -> (u64, Result<Location, StoreError>) {
+    let seq = store.next_sequence();
+    w.begin_record().unwrap();
+    w.append(&payload(seq, len)).unwrap();
+    let pending = w.finish_record(seq).unwrap();
+    (seq, rt().block_on(store.commit(pending)))
+}
+
 fn seg_path(store: &Store, id: u64) -> std::path::PathBuf {
     store.segments_dir().join(segment::segment_file_name(id))
 }
@@ -861,11 +871,7 @@ fn staged_commit_on_4k_sector_device() {
 
     let store = Store::open(&mnt, small(1 << 20)).unwrap();
     let mut writer = store.new_writer();
-    let sequence = store.next_sequence();
-    writer.begin_record().unwrap();
-    writer.append(&payload(sequence, 1000)).unwrap();
-    let pending = writer.finish_record(sequence).unwrap();
-    let committed = rt().block_on(store.commit(pending));
+    let (sequence, committed) = try_put(&store, &mut writer, 1000);
 
     assert!(committed.is_ok(), "commit of a 1000-byte staged record failed: {committed:?}");
     assert!(!store.is_poisoned());
@@ -900,11 +906,7 @@ fn shared_chunk_out_of_space_does_not_poison() {
     // 200 KB records fill the first 4 MiB chunk, and the record after them needs the second.
     let mut failure = None;
     for _ in 0..40 {
-        let sequence = store.next_sequence();
-        writer.begin_record().unwrap();
-        writer.append(&payload(sequence, 200_000)).unwrap();
-        let pending = writer.finish_record(sequence).unwrap();
-        if let Err(error) = rt().block_on(store.commit(pending)) {
+        if let (_, Err(error)) = try_put(&store, &mut writer, 200_000) {
             failure = Some(error);
             break;
         }
@@ -914,11 +916,7 @@ fn shared_chunk_out_of_space_does_not_poison() {
     assert!(!store.is_poisoned(), "out of space does not poison the store");
 
     std::fs::remove_file(&ballast).unwrap();
-    let sequence = store.next_sequence();
-    writer.begin_record().unwrap();
-    writer.append(&payload(sequence, 200_000)).unwrap();
-    let pending = writer.finish_record(sequence).unwrap();
-    let retried = rt().block_on(store.commit(pending));
+    let (_, retried) = try_put(&store, &mut writer, 200_000);
     assert!(retried.is_ok(), "commit after space was freed failed: {retried:?}");
     drop(writer);
     drop(store);

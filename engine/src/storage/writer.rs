@@ -40,7 +40,8 @@ struct OwnRecord {
     /// Offset of the first payload byte held in the writer's buffer, a multiple of
     /// the page size. Payload below it is in the file.
     tail: u64,
-    /// Payload bytes up to this offset are in the file (some held bytes may be too).
+    /// Offset up to which the payload is in the file. The bytes of a partial page that
+    /// `settle` wrote stay in the buffer too, so this may lie above `tail`.
     settled: u64,
 }
 
@@ -52,9 +53,11 @@ struct OwnRecord {
 /// owns exclusively and grows there as more bytes arrive.
 ///
 /// Bytes reach the segment files with positioned writes (`pwrite`), never through the
-/// mapping; most bytes of a large record bypass the page cache (see the `own` module). Stores into a shared file mapping cost a page fault per fresh page, and every
-/// flush write-protects those pages again with a TLB shootdown across cores. Readers
-/// still see the bytes through the mapping, because both use the same page cache.
+/// mapping. Stores into a shared file mapping cost a page fault per fresh page, and every
+/// flush write-protects those pages again with a TLB shootdown across cores. Most bytes
+/// of a large record bypass the page cache (see the `own` module). Readers still see
+/// every byte through the mapping, because the kernel drops the cached pages of a range
+/// written with direct I/O.
 pub struct SegmentWriter {
     inner: Arc<Inner>,
     /// The writer's own segment, for records larger than [`STAGE_LIMIT`].

@@ -12,6 +12,7 @@
 //! through the mapping or copied to another segment.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::{record_start, OpenRecord, OwnRecord, Pending, PendingRecord, SegmentWriter, HEADER};
 use crate::storage::format::{self, RECORD_HEADER_LEN};
@@ -38,26 +39,26 @@ fn direct_from(start: u64) -> u64 {
 
 impl SegmentWriter {
     /// Moves the staged record to the tail of the writer's own segment, with room for
-    /// `wanted` payload bytes.
+    /// `needed` payload bytes.
     ///
     /// NOTE: creating a segment runs two fsyncs on the calling thread, and every
     /// allocation chunk runs a posix_fallocate there. That thread is an association's
     /// worker arbiter, so the other associations on it wait meanwhile.
-    pub(super) fn unstage(&mut self, wanted: u64) -> Result<(), StoreError> {
+    pub(super) fn unstage(&mut self, needed: u64) -> Result<(), StoreError> {
         let rec = self.open.expect("called with an open record");
         let has_room = self
             .segment
             .as_ref()
-            .is_some_and(|s| record_start(s) + format::record_span(wanted) <= s.len);
+            .is_some_and(|s| record_start(s) + format::record_span(needed) <= s.len);
         if !has_room {
-            let new = self.inner.acquire_segment(wanted)?;
+            let new = self.inner.acquire_segment(needed)?;
             if let Some(old) = self.segment.replace(new) {
                 self.inner.release_segment(old);
             }
         }
         let seg = self.segment.clone().expect("segment acquired above");
         let start = record_start(&seg);
-        seg.ensure_allocated(start + RECORD_HEADER_LEN + wanted)?;
+        seg.ensure_allocated(start + RECORD_HEADER_LEN + needed)?;
         let own = OwnRecord { start, tail: direct_from(start), settled: start + RECORD_HEADER_LEN };
         self.open = Some(OpenRecord { own: Some(own), ..rec });
         if rec.len == 0 {
@@ -70,26 +71,33 @@ impl SegmentWriter {
 
     /// `reserve` for a record in the writer's own segment. When the segment has no
     /// room left, the record moves to a new one, its bytes copied along.
-    pub(super) fn reserve_own(&mut self, own: OwnRecord, len: u64, wanted: u64) -> Result<(), StoreError> {
+    pub(super) fn reserve_own(&mut self, own: OwnRecord, len: u64, needed: u64) -> Result<(), StoreError> {
         let seg = self.segment.clone().expect("an own record has a segment");
-        if own.start + RECORD_HEADER_LEN + wanted <= seg.len {
-            return seg.ensure_allocated(own.start + RECORD_HEADER_LEN + wanted);
+        if own.start + RECORD_HEADER_LEN + needed <= seg.len {
+            return seg.ensure_allocated(own.start + RECORD_HEADER_LEN + needed);
         }
         self.settle()?;
-        // A single append of the whole payload gets exactly its size; a growing record gets
+        self.roll(seg, own, len, needed)
+    }
+
+    /// Moves the open record, `len` bytes so far and all in the file, from `seg` to a new
+    /// segment with room for `needed` payload bytes.
+    fn roll(&mut self, seg: Arc<Segment>, own: OwnRecord, len: u64, needed: u64) -> Result<(), StoreError> {
+        // A single append of the whole payload gets exactly its size. A growing record gets
         // twice what it has so far, so a streamed record is copied about 2x its size at most.
-        let capacity = if len == 0 { wanted } else { wanted.max(len.saturating_mul(2)) };
+        let capacity = if len == 0 { needed } else { needed.max(len.saturating_mul(2)) };
         let new = self.inner.acquire_segment(capacity)?;
         let new_start = record_start(&new);
-        if let Err(error) = new.ensure_allocated(new_start + RECORD_HEADER_LEN + wanted) {
+        if let Err(error) = new.ensure_allocated(new_start + RECORD_HEADER_LEN + needed) {
             self.inner.release_segment(new);
             return Err(error);
         }
+
         let payload_end = new_start + RECORD_HEADER_LEN + len;
         if len > 0 {
-            // SAFETY: this writer's own open record (above `published` of the old segment),
-            // which only this writer writes, all in the file after `settle`; `new` is a
-            // distinct segment.
+            // SAFETY: the bytes are this writer's open record, above `published` of the old
+            // segment, so only this writer writes them. `settle` put them all in the file,
+            // and `new` is a distinct segment.
             let src = unsafe { seg.owned(own.start + RECORD_HEADER_LEN, len) };
             self.write(&new, new_start + RECORD_HEADER_LEN, src)?;
         }
@@ -100,6 +108,7 @@ impl SegmentWriter {
         }
         let old = self.segment.replace(new).expect("had a segment");
         self.inner.release_segment(old);
+
         let tail = direct_from(new_start).max(payload_end.div_ceil(PAGE) * PAGE);
         if let Some(rec) = self.open.as_mut() {
             rec.own = Some(OwnRecord { start: new_start, tail, settled: payload_end });

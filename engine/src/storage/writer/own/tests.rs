@@ -16,8 +16,10 @@ fn stream(w: &mut SegmentWriter, data: &[u8], piece: usize) {
     }
 }
 
-/// Reopens the store and checks that it contains exactly `records`, intact.
-fn assert_reopened_holds(dir: &std::path::Path, segment_size: u64, records: &[(Location, u64)]) {
+/// Closes the store, reopens it and checks that it contains exactly `records`, intact.
+fn close_and_check(store: Store, dir: &std::path::Path, segment_size: u64, records: &[(Location, u64)]) {
+    store.close().unwrap();
+    drop(store);
     let store = reopen(dir, small(segment_size));
     for (loc, seq) in records {
         assert_eq!(store.read(*loc).unwrap().bytes(), &payload(*seq, loc.length as usize)[..]);
@@ -45,9 +47,7 @@ fn roll_after_direct_writes() {
         assert_eq!(store.read(loc).unwrap().bytes(), &data[..]);
         vec![first, (loc, seq)]
     });
-    store.close().unwrap();
-    drop(store);
-    assert_reopened_holds(dir.path(), 2 << 20, &records);
+    close_and_check(store, dir.path(), 2 << 20, &records);
 }
 
 #[test]
@@ -69,9 +69,7 @@ fn read_mid_record_then_continue() {
         assert_eq!(store.read(loc).unwrap().bytes(), &data[..]);
         (loc, seq)
     });
-    store.close().unwrap();
-    drop(store);
-    assert_reopened_holds(dir.path(), 8 << 20, &[record]);
+    close_and_check(store, dir.path(), 8 << 20, &[record]);
 }
 
 #[test]
@@ -88,9 +86,7 @@ fn abort_after_direct_writes() {
         assert_eq!(second.0.offset, format::align_shared(record_end(&first.0)), "the aborted record left no trace");
         vec![first, second]
     });
-    store.close().unwrap();
-    drop(store);
-    assert_reopened_holds(dir.path(), 8 << 20, &records);
+    close_and_check(store, dir.path(), 8 << 20, &records);
 }
 
 /// Returns whether direct I/O works in `dir` at the alignment the store writes with.
@@ -161,9 +157,7 @@ fn known_length_moves_before_any_payload() {
         }
         records
     });
-    store.close().unwrap();
-    drop(store);
-    assert_reopened_holds(dir.path(), 8 << 20, &records);
+    close_and_check(store, dir.path(), 8 << 20, &records);
 }
 
 #[test]
@@ -191,9 +185,7 @@ fn lengths_at_page_and_chunk_edges() {
         assert_eq!(segments.len(), 1, "the records follow one another in one segment");
         records
     });
-    store.close().unwrap();
-    drop(store);
-    assert_reopened_holds(dir.path(), 16 << 20, &records);
+    close_and_check(store, dir.path(), 16 << 20, &records);
 }
 
 #[test]
@@ -213,7 +205,5 @@ fn dropped_open_record_leaves_zeros() {
         assert_eq!(second.0.offset, format::align_shared(record_end(&first.0)));
         vec![first, second]
     });
-    store.close().unwrap();
-    drop(store);
-    assert_reopened_holds(dir.path(), 8 << 20, &records);
+    close_and_check(store, dir.path(), 8 << 20, &records);
 }
