@@ -51,31 +51,48 @@ def loopback_tcp_mb_per_s(total_bytes):
     return total_bytes / 1e6 / result["elapsed"], "Python socket pair, 1 stream, 1 MiB sends"
 
 
-def sequential_write_mb_per_s(directory, total_bytes, sync_every_bytes=None):
-    """Write total_bytes in 1 MiB blocks to a new file in directory with os.write.
+def sequential_write_mb_per_s(directory, total_bytes, sync_every_bytes=None, writers=1):
+    """Write total_bytes in 1 MiB blocks with os.write, split over `writers` new files
+    in directory written at once by as many threads.
 
-    fdatasync runs every sync_every_bytes bytes if given, and always once at
-    the end; the rate includes that last fdatasync. The file is removed.
+    Each writer calls fdatasync every sync_every_bytes bytes if given, and always once
+    at the end; the rate includes that last fdatasync. The files are removed.
     """
-    path = os.path.join(directory, "ceiling-write.tmp")
     block = os.urandom(MIB)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        written = 0
-        since_sync = 0
-        start = time.perf_counter()
-        while written < total_bytes:
-            written += os.write(fd, block)
-            since_sync += MIB
-            if sync_every_bytes and since_sync >= sync_every_bytes:
+    share = total_bytes // writers // MIB * MIB
+    paths = [os.path.join(directory, f"ceiling-write-{i}.tmp") for i in range(writers)]
+    errors = []
+
+    def write(path):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                written = since_sync = 0
+                while written < share:
+                    written += os.write(fd, block)
+                    since_sync += MIB
+                    if sync_every_bytes and since_sync >= sync_every_bytes:
+                        os.fdatasync(fd)
+                        since_sync = 0
                 os.fdatasync(fd)
-                since_sync = 0
-        os.fdatasync(fd)
-        elapsed = time.perf_counter() - start
-    finally:
-        os.close(fd)
-        os.unlink(path)
-    return total_bytes / 1e6 / elapsed
+            finally:
+                os.close(fd)
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(path,)) for path in paths]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
+    if errors:
+        raise errors[0]
+    return share * writers / 1e6 / elapsed
 
 
 def measure(directory, quick):
@@ -89,15 +106,18 @@ def measure(directory, quick):
     repetitions = 1 if quick else 3
     tcp_bytes = 2_000_000_000 // scale // MIB * MIB
     write_bytes = (1 << 30) // scale
-    tcp, write_once, write_every = [], [], []
+    tcp, write_once, write_every, write_each = [], [], [], []
     for _ in range(repetitions):
         rate, tcp_method = loopback_tcp_mb_per_s(tcp_bytes)
         tcp.append(rate)
         write_once.append(sequential_write_mb_per_s(directory, write_bytes))
         write_every.append(sequential_write_mb_per_s(directory, write_bytes, sync_every_bytes=16 * MIB))
+        write_each.append(sequential_write_mb_per_s(directory, write_bytes, sync_every_bytes=2 * MIB, writers=4))
     write_method = f"{write_bytes // MIB} MiB in 1 MiB os.write calls"
     return [
         ("loopback TCP, 1 stream", tcp, f"{tcp_method}, {tcp_bytes / 1e9:.1f} GB"),
         ("sequential write, one fdatasync at the end", write_once, write_method),
         ("sequential write, fdatasync every 16 MiB", write_every, write_method),
+        ("4 sequential writes at once, each with an fdatasync every 2 MiB", write_each,
+         f"{write_method}, 4 files and threads"),
     ]

@@ -237,6 +237,19 @@ def run_all(args, ctx):
     return results
 
 
+def accounting_lines(results):
+    """Say how receiver CPU and memory were counted in these runs."""
+    methods = sorted({r.cpu_method for r in results if r.cpu_method})
+    intervals = sorted({r.memory_interval_ms for r in results if r.memory_interval_ms})
+    if not methods:
+        return []
+    return [
+        f"CPU accounting: {'; '.join(methods)}. "
+        f"RssAnon sampled every {' or '.join(f'{ms} ms' for ms in intervals)}.",
+        "",
+    ]
+
+
 def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_before, load_after, receiver_versions):
     def strip_paths(argv):
         text = shlex.join(argv)
@@ -257,6 +270,7 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
         "```",
         "",
     ]
+    lines += accounting_lines(results)
     if notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
 
@@ -267,7 +281,9 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
     lines += ["", "The write with one fdatasync at the end fills the page cache with dirty "
               "pages, so the kernel's dirty-page limits and whatever else the machine writes decide how "
               "fast it goes, so it varies most between runs. The write with an fdatasync every 16 MiB is "
-              "closer to how nectar writes.", ""]
+              "closer to how nectar writes. The 4 writes at once with an fdatasync every 2 MiB are "
+              "what a receiver of LARGE with 4 associations does when it makes each instance durable "
+              "before it responds.", ""]
 
     for workload in ctx.workloads:
         lines += [
@@ -398,9 +414,9 @@ def results_page(text):
         "while the data of the run before it is still being written back. Tables give medians "
         "over the successful runs; \"nectar/receiver\" is nectar's "
         "median instances/s divided by the receiver's, so above 1 means nectar was faster.\n\n"
-        "Receiver CPU is utime + stime of the receiver and its child processes from /proc during "
-        "the load. Peak anon is the maximum of the summed RssAnon of those processes, sampled every "
-        "50 ms. nectar writes instances with direct I/O (pwrite for the first 64 KiB and the last "
+        "Receiver CPU is the user and system time of the receiver and its child processes during "
+        "the load, counted as \"CPU accounting\" below says. Peak anon is the maximum of the summed "
+        "RssAnon of those processes, sampled as it says too. nectar writes instances with direct I/O (pwrite for the first 64 KiB and the last "
         "page of one over 256 KiB), and maps its segment files read-only, so received data is not "
         "in its RssAnon.\n\n"
         "Only nectar and Orthanc flush each instance to disk before they respond. The others leave "

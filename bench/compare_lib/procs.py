@@ -120,10 +120,13 @@ def _rss_anon_kib(pid):
 
 
 class RssSampler:
-    """Sample the summed RssAnon of a process tree every interval_s seconds and keep the maximum."""
+    """Sample the summed RssAnon of a set of processes every interval_s seconds and keep the maximum.
 
-    def __init__(self, pid, interval_s=0.05):
-        self.pid = pid
+    pids is called at every sample and returns the PIDs to sum.
+    """
+
+    def __init__(self, pids, interval_s=0.05):
+        self.pids = pids
         self.interval_s = interval_s
         self.peak_kib = 0
         self._stop = threading.Event()
@@ -131,7 +134,7 @@ class RssSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            total = sum(_rss_anon_kib(p) for p in tree_pids(self.pid))
+            total = sum(_rss_anon_kib(p) for p in self.pids())
             self.peak_kib = max(self.peak_kib, total)
             self._stop.wait(self.interval_s)
 

@@ -104,7 +104,7 @@ def runs_table(results):
         rows.append(
             f"| {r.round} | {r.workload} | {r.receiver} | {'yes' if r.ok else 'no'} | {stored} "
             f"| {_fmt(r.instances_per_s)} | {_fmt(r.mb_per_s, 1)} | {_fmt(r.p50_us / 1000, 2)} "
-            f"| {_fmt(r.p99_us / 1000, 2)} | {r.cpu_s:.2f} | {r.load_cpu_s:.2f} "
+            f"| {_fmt(r.p99_us / 1000, 2)} | {r.cpu_s:.3f} | {r.load_cpu_s:.2f} "
             f"| {_fmt(r.peak_anon_mib, 1)} | {r.exit_code} | {reason} |"
         )
     return "\n".join(rows)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import procs
+from .account import Account
 from .receivers import CLASSES, remove_tree
 
 # Seconds nectar-load may run before it is killed, and its per-response limit.
@@ -40,6 +41,8 @@ class RunResult:
     cpu_s: float = 0.0
     load_cpu_s: float = 0.0
     peak_anon_mib: float = 0.0
+    cpu_method: str = ""
+    memory_interval_ms: int = 0
     exit_code: int = None
     receiver_argv: list = field(default_factory=list)
     load_argv: list = field(default_factory=list)
@@ -94,6 +97,7 @@ def run_one(ctx, receiver_name, workload, round_no):
     os.sync()
     work_dir = tempfile.mkdtemp(prefix=f"{receiver_name}-", dir=ctx.tmp_root)
     receiver = CLASSES[receiver_name](ctx, work_dir)
+    account = None
     try:
         result.receiver_argv = receiver.argv()
         receiver.start()
@@ -101,15 +105,20 @@ def run_one(ctx, receiver_name, workload, round_no):
         argv = load_argv(ctx, workload, receiver.port, receiver.called_ae)
         result.load_argv = argv
 
-        cpu_before = procs.tree_cpu_s(pid)
-        with procs.RssSampler(pid) as sampler:
+        account = Account(pid)
+        result.cpu_method = account.method
+        # Listing a cgroup's members is cheap; walking /proc for the process tree is not.
+        interval_s = 0.01 if account.directory else 0.05
+        result.memory_interval_ms = round(interval_s * 1000)
+        cpu_before = account.cpu_s()
+        with procs.RssSampler(account.pids, interval_s) as sampler:
             try:
                 load = subprocess.run(argv, capture_output=True, text=True, timeout=LOAD_DEADLINE_S)
             except subprocess.TimeoutExpired:
                 result.reason = f"nectar-load did not finish within {LOAD_DEADLINE_S} s and was killed"
                 return result
             wait_children_done(pid)
-        result.cpu_s = procs.tree_cpu_s(pid) - cpu_before
+        result.cpu_s = account.cpu_s() - cpu_before
         result.peak_anon_mib = sampler.peak_kib / 1024
 
         try:
@@ -142,6 +151,8 @@ def run_one(ctx, receiver_name, workload, round_no):
         return result
     finally:
         result.exit_code = receiver.stop()
+        if account is not None:
+            account.close()
         if not result.reason:
             try:
                 after = receiver.stored_count_after_stop()
