@@ -27,6 +27,10 @@ pub(super) async fn run(session: &mut Session, request: PendingRequest) -> Resul
         if cancelled {
             break;
         }
+        // The next instance is read from disk while this one is sent.
+        if let Some(next) = resolved.instances.get(index + 1) {
+            session.services.store.prefetch(next.location);
+        }
         let store_message_id = (index % usize::from(u16::MAX)) as u16 + 1;
         let result = store_one(session, instance, store_message_id, message_id, &mut cancelled).await?;
         progress.record(result, &instance.sop_instance_uid);

@@ -118,6 +118,10 @@ async fn send_all(
         if cancelled {
             break;
         }
+        // The next instance is read from disk while this one is sent.
+        if let Some(next) = instances.get(index + 1) {
+            session.services.store.prefetch(next.location);
+        }
         let originator = (originator_ae_title.as_str(), message_id);
         let result = match store_one(session, scu, instance, originator, &mut cancelled).await? {
             Ok(result) => result,

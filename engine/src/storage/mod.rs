@@ -370,6 +370,20 @@ impl Store {
         Ok(RecordRef { segment: seg, start: (location.offset + RECORD_HEADER_LEN) as usize, len: location.length as usize })
     }
 
+    /// Starts reading the record at `location` into the page cache when it is over the
+    /// staging limit, because such a record was written with direct I/O. Only a hint for
+    /// a reader that reads this record next, so an unknown or invalid location is ignored.
+    pub fn prefetch(&self, location: Location) {
+        if location.length <= STAGE_LIMIT {
+            return;
+        }
+        let Some(seg) = self.inner.segment(location.segment) else { return };
+        let end = location.offset.saturating_add(RECORD_HEADER_LEN).saturating_add(location.length);
+        if end <= seg.readable_end() {
+            seg.read_ahead(location.offset + RECORD_HEADER_LEN, location.length);
+        }
+    }
+
     /// Every valid record, segment by segment in id order, starting each segment at the given
     /// offset (absent: its first record) and stopping it at its torn tail.
     pub fn scan_from(&self, start_offsets: &HashMap<u64, u64>) -> Result<Vec<ScannedRecord>, StoreError> {

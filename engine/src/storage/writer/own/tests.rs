@@ -133,6 +133,36 @@ fn large_record_bypasses_page_cache() {
 }
 
 #[test]
+fn prefetch_reads_large_record_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    if !direct_io_available(dir.path()) {
+        eprintln!("skipped: no direct I/O on the file system of {}", dir.path().display());
+        return;
+    }
+    let store = Store::open(dir.path(), small(8 << 20)).unwrap();
+    let (loc, _) = rt().block_on(async {
+        let mut w = store.new_writer();
+        put(&store, &mut w, 2_000_000).await
+    });
+    let file = std::fs::File::open(store.segments_dir().join(segment::segment_file_name(loc.segment))).unwrap();
+    let (from, to) = (direct_from(loc.offset), (loc.offset + RECORD_HEADER_LEN + loc.length) / PAGE * PAGE);
+    assert_eq!(cached_pages(&file, from, to), 0, "written around the page cache");
+
+    store.prefetch(Location { segment: loc.segment + 7, ..loc });
+    store.prefetch(Location { length: u64::MAX - loc.offset, ..loc });
+    assert_eq!(cached_pages(&file, from, to), 0, "unknown and out-of-range locations start no read");
+
+    store.prefetch(loc);
+    let pages = ((to - from) / PAGE) as usize;
+    // The read is asynchronous: wait for it, with a bound far above what it takes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cached_pages(&file, from, to) < pages && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(cached_pages(&file, from, to), pages, "the whole payload was read ahead");
+}
+
+#[test]
 fn known_length_moves_before_any_payload() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(8 << 20)).unwrap();
