@@ -198,7 +198,7 @@ def main() -> int:
     command = shlex.join(["bench/dicomweb_compare.py", *sys.argv[1:]])
     section = "\n".join([
         "",
-        "## DICOMweb: STOW-RS, WADO-RS and QIDO-RS, nectar and Orthanc",
+        f"## DICOMweb: STOW-RS, WADO-RS and QIDO-RS, nectar and Orthanc ({date})",
         "",
         f"Written by `{command}` (inside `unshare --net` with lo up). Date: {date}. "
         f"Duration {(time.monotonic() - started) / 60:.1f} min. Load average {' '.join(load_before)} before, "

@@ -19,7 +19,7 @@ import tempfile
 import time
 from types import SimpleNamespace
 
-from . import ceilings, procs, report
+from . import ceilings, procs, report, targets
 from .receivers import ALL_NAMES, DEFAULT_NAMES, orthanc_config, versions
 from . import profile as profiles
 from .runner import Workload, run_one
@@ -90,6 +90,8 @@ def parse_args(argv):
         if n not in WORKLOADS:
             parser.error(f"unknown workload {n!r}; choose from {','.join(WORKLOADS)}")
 
+    if args.update_profile and not args.profile:
+        parser.error("--update-profile needs --profile NAME")
     if args.quick:
         args.rounds = 1
     return args
@@ -199,13 +201,11 @@ def build_context(args, notes):
             found = profiles.path(REPO, args.profile)
             ctx.profile = args.profile
             ctx.profile_arg = os.path.abspath(found) if os.path.exists(found) else args.profile
-            ctx.profile_cores = profiles.core_list(REPO, args.profile)
+            ctx.profile_cores, unpinned = profiles.core_list(REPO, args.profile)
             if ctx.profile_cores:
                 notes.append(f"nectar ran with --profile {args.profile}, pinned with taskset -c {ctx.profile_cores}.")
             else:
-                notes.append(f"nectar ran with --profile {args.profile}; capacity-profiles/{args.profile}.yaml "
-                             "is missing, has no cores: count, or asks for more cores than this machine has, "
-                             "so nectar was not pinned.")
+                notes.append(f"nectar ran with --profile {args.profile} but was not pinned: {unpinned}.")
 
     ctx.workloads = []
     for name in args.workload_list:
@@ -295,6 +295,7 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
         ]
 
     failed = [r for r in results if not r.ok]
+    lines += targets.lines(results, ceiling_rows, args.quick)
     if ctx.profile:
         lines += profiles.verdict_lines(REPO, ctx.profile, results, args.quick)
     if any(w.name == "memory-64" for w in ctx.workloads):
@@ -357,9 +358,10 @@ def main(argv=None):
     with open(out, "w") as f:
         f.write(f"# bench/compare results\n\n{text}")
     log(f"wrote {out}")
-    if args.update_profile and ctx.profile:
-        pinned = f"nectar pinned with taskset -c {ctx.profile_cores}" if ctx.profile_cores else "nectar not pinned"
-        machine = f"{os.cpu_count()}-core machine, {pinned}, nectar-load not pinned"
+    if args.update_profile and ctx.profile and not ctx.profile_cores:
+        log(f"did not write measured figures into the {ctx.profile} profile: nectar was not pinned to its cores")
+    elif args.update_profile and ctx.profile:
+        machine = f"{os.cpu_count()}-core machine, nectar pinned with taskset -c {ctx.profile_cores}, nectar-load not pinned"
         written = profiles.write_measured(REPO, ctx.profile, results, f"{started:%Y-%m-%d}", machine,
                                           "bench/compare " + shlex.join(sys.argv[1:]))
         log(f"wrote the measured figures into {written}")
@@ -412,7 +414,7 @@ def results_page(text):
         "sends the workload with nectar-load, checks that every instance was stored and stops the "
         "receiver. Before each run the script calls sync(2) and waits for it, so no run starts "
         "while the data of the run before it is still being written back. Tables give medians "
-        "over the successful runs; \"nectar/receiver\" is nectar's "
+        "over the successful runs, except peak anon, which is the highest of them; \"nectar/receiver\" is nectar's "
         "median instances/s divided by the receiver's, so above 1 means nectar was faster.\n\n"
         "Receiver CPU is the user and system time of the receiver and its child processes during "
         "the load, counted as \"CPU accounting\" below says. Peak anon is the maximum of the summed "
