@@ -74,6 +74,16 @@ impl Report {
         per_instance_us(self.cpu.total(), self.sent)
     }
 
+    /// Formats `cpu_us_per_instance` as a JSON number, or as `null` when no
+    /// instance was sent, like the "n/a" of the text output.
+    fn cpu_us_per_instance_json(&self) -> String {
+        if self.sent == 0 {
+            "null".to_string()
+        } else {
+            format!("{:.3}", self.cpu_us_per_instance())
+        }
+    }
+
     /// Human-readable lines.
     pub fn to_text(&self) -> String {
         let ms = |us: u32| f64::from(us) / 1000.0;
@@ -168,7 +178,7 @@ impl Report {
                 "\"instances\":{},\"sent\":{},\"not_sent\":{},\"successes\":{},\"warnings\":{},\"failures\":{},",
                 "\"dataset_bytes\":{},\"elapsed_s\":{:.6},\"instances_per_s\":{:.3},\"mb_per_s\":{:.3},",
                 "\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{},\"count\":{}}},",
-                "\"cpu_s\":{:.6},\"cpu_user_s\":{:.6},\"cpu_sys_s\":{:.6},\"cpu_us_per_instance\":{:.3},",
+                "\"cpu_s\":{:.6},\"cpu_user_s\":{:.6},\"cpu_sys_s\":{:.6},\"cpu_us_per_instance\":{},",
                 "\"association_errors\":[{}],\"failure_samples\":[{}]}}"
             ),
             self.ok(),
@@ -196,7 +206,7 @@ impl Report {
             self.cpu.total().as_secs_f64(),
             self.cpu.user.as_secs_f64(),
             self.cpu.system.as_secs_f64(),
-            self.cpu_us_per_instance(),
+            self.cpu_us_per_instance_json(),
             strings(&self.association_errors),
             strings(&self.failure_samples),
         )
@@ -242,6 +252,29 @@ mod tests {
         assert_eq!(r.latency_us(0.99), 99);
         assert_eq!(r.latency_us(1.0), 100);
         assert_eq!(Report::default().latency_us(0.5), 0);
+    }
+
+    #[test]
+    fn json_cpu_per_instance_none_sent() {
+        let cpu = CpuTime {
+            user: Duration::from_micros(60),
+            system: Duration::from_micros(26),
+        };
+        let none_sent = Report {
+            cpu,
+            ..Report::default()
+        };
+        let json = none_sent.to_json();
+        assert!(json.contains("\"cpu_us_per_instance\":null,"), "{json}");
+        assert!(json.contains("\"cpu_s\":0.000086,"), "{json}");
+
+        let two_sent = Report {
+            cpu,
+            sent: 2,
+            ..Report::default()
+        };
+        let json = two_sent.to_json();
+        assert!(json.contains("\"cpu_us_per_instance\":43.000,"), "{json}");
     }
 
     #[test]

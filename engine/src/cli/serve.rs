@@ -311,9 +311,12 @@ pub fn run(args: ServeArgs) -> i32 {
     for o in &overrides {
         tracing::info!(setting = o.setting, profile_value = %o.profile_value, value = %o.value, "a flag or its environment variable overrides the capacity profile");
     }
+    // The server pins the workers to the first `pin_cores` of the cores the
+    // process may use, so no more than `usable_cores` are pinned.
+    let pinned_core_count = sizing.pin_cores.map_or(usable_cores, |count| count.min(usable_cores));
     tracing::info!(
         workers = sizing.workers,
-        pinned_core_count = %sizing.pin_cores.map_or_else(|| "all".to_owned(), |count| count.to_string()),
+        pinned_core_count,
         max_associations = sizing.max_associations,
         max_pdu_length = sizing.max_pdu_length,
         segment_size_mib = sizing.segment_size_mib,
