@@ -17,8 +17,11 @@ use crate::Location;
 
 /// How long the writer keeps a batch open for more rows after its first one.
 /// Rows are entered after their C-STORE-RSP, so this delays only when an
-/// instance becomes visible in the manifest, never an acknowledgement.
-const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+/// instance becomes visible in the manifest, never an acknowledgement. A query
+/// flushes the writer first, and waits for at most the rest of one linger.
+/// 10 ms rather than 5 means about half as many transactions under steady
+/// ingest, and measured about 10% less nectar CPU per small instance.
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What the writer reports back to `flush` / `close`: `Err` carries the
 /// descriptions of rows that failed to commit since the previous report.
