@@ -95,29 +95,34 @@ def sequential_write_mb_per_s(directory, total_bytes, sync_every_bytes=None, wri
     return share * writers / 1e6 / elapsed
 
 
-def measure(directory, quick):
-    """Return the ceilings as a list of (name, [MB/s per repetition], method).
+def measure_once(directory, quick):
+    """Measure each ceiling once and return a list of (name, MB/s, method).
 
-    Each measurement runs three times (once with quick), interleaved, because
-    on a virtual disk the first large write is often several times slower than
-    the next ones.
+    compare calls this before every round, so that the ceilings see the disk as
+    the runs they are compared with do. On a shared virtual disk the write rates
+    changed by a factor of three within minutes.
     """
     scale = 8 if quick else 1
-    repetitions = 1 if quick else 3
     tcp_bytes = 2_000_000_000 // scale // MIB * MIB
     write_bytes = (1 << 30) // scale
-    tcp, write_once, write_every, write_each = [], [], [], []
-    for _ in range(repetitions):
-        rate, tcp_method = loopback_tcp_mb_per_s(tcp_bytes)
-        tcp.append(rate)
-        write_once.append(sequential_write_mb_per_s(directory, write_bytes))
-        write_every.append(sequential_write_mb_per_s(directory, write_bytes, sync_every_bytes=16 * MIB))
-        write_each.append(sequential_write_mb_per_s(directory, write_bytes, sync_every_bytes=2 * MIB, writers=4))
+    tcp, tcp_method = loopback_tcp_mb_per_s(tcp_bytes)
     write_method = f"{write_bytes // MIB} MiB in 1 MiB os.write calls"
     return [
         ("loopback TCP, 1 stream", tcp, f"{tcp_method}, {tcp_bytes / 1e9:.1f} GB"),
-        ("sequential write, one fdatasync at the end", write_once, write_method),
-        ("sequential write, fdatasync every 16 MiB", write_every, write_method),
-        ("4 sequential writes at once, each with an fdatasync every 2 MiB", write_each,
+        ("sequential write, one fdatasync at the end", sequential_write_mb_per_s(directory, write_bytes),
+         write_method),
+        ("sequential write, fdatasync every 16 MiB",
+         sequential_write_mb_per_s(directory, write_bytes, sync_every_bytes=16 * MIB), write_method),
+        ("4 sequential writes at once, each with an fdatasync every 2 MiB",
+         sequential_write_mb_per_s(directory, write_bytes, sync_every_bytes=2 * MIB, writers=4),
          f"{write_method}, 4 files and threads"),
     ]
+
+
+def merge(measurements):
+    """Turn the lists of measure_once into a list of (name, [MB/s per round], method)."""
+    rows = {}
+    for measured in measurements:
+        for name, rate, method in measured:
+            rows.setdefault(name, (name, [], method))[1].append(rate)
+    return list(rows.values())

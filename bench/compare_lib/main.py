@@ -223,10 +223,16 @@ def build_context(args, notes):
     return ctx
 
 
-def run_all(args, ctx):
+def run_all(args, ctx, ceiling_sets):
+    """Run every round, and measure the ceilings into ceiling_sets before each."""
     results = []
     total = args.rounds * len(ctx.workloads) * len(args.receiver_list)
     for round_no in range(1, args.rounds + 1):
+        log(f"round {round_no}: measuring ceilings (loopback TCP, sequential writes)")
+        measured = ceilings.measure_once(ctx.tmp_root, args.quick)
+        ceiling_sets.append(measured)
+        for name, rate, _method in measured:
+            log(f"{name}: {rate:,.0f} MB/s")
         for workload in ctx.workloads:
             for name in args.receiver_list:
                 result = run_one(ctx, name, workload, round_no)
@@ -277,7 +283,7 @@ def render(args, ctx, results, ceiling_rows, notes, started, elapsed_s, load_bef
     lines += ["## Ceilings", "", "| measurement | MB/s median (min–max) | method |", "| --- | --- | --- |"]
     for name, rates, method in ceiling_rows:
         lines.append(f"| {name} | {statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) "
-                     f"| {method}, {len(rates)} time(s) |")
+                     f"| {method}, once before each of {len(rates)} round(s) |")
     lines += ["", "The write with one fdatasync at the end fills the page cache with dirty "
               "pages, so the kernel's dirty-page limits and whatever else the machine writes decide how "
               "fast it goes, so it varies most between runs. The write with an fdatasync every 16 MiB is "
@@ -340,15 +346,13 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     clock = time.monotonic()
     load_before = report.load_average()
+    ceiling_sets = []
     try:
-        log("measuring ceilings (loopback TCP, sequential writes)")
-        ceiling_rows = ceilings.measure(ctx.tmp_root, args.quick)
-        for name, rates, _method in ceiling_rows:
-            log(f"{name}: " + ", ".join(f"{rate:,.0f}" for rate in rates) + " MB/s")
-        results = run_all(args, ctx)
+        results = run_all(args, ctx, ceiling_sets)
     finally:
         procs.stop_all()
         shutil.rmtree(ctx.tmp_root, ignore_errors=True)
+    ceiling_rows = ceilings.merge(ceiling_sets)
     load_after = report.load_average()
 
     text = render(args, ctx, results, ceiling_rows, notes, started, time.monotonic() - clock,

@@ -17,7 +17,7 @@ LARGE_STORESCP_RATIO = 1.0
 LARGE_CEILING_SHARE = 0.8
 # A durable receiver of large-4 can go no faster than the lower of the loopback TCP
 # ceiling and a write ceiling with fdatasync. Both write ceilings are checked, by
-# their names in ceilings.measure.
+# their names in ceilings.measure_once.
 TCP_CEILING = "loopback TCP, 1 stream"
 WRITE_CEILINGS = (
     "sequential write, fdatasync every 16 MiB",
