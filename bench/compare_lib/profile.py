@@ -14,8 +14,8 @@ FIGURES = {
 }
 
 
-# Share of a recorded figure a run's median must reach to meet it. Medians of full runs
-# of one build differed by up to 8% on a shared 2-core machine.
+# Share of a recorded figure a run's median must reach to meet it. Medians of small-8
+# in full runs of one build differed by 2 to 12% on a shared 2-core machine.
 MEETS_FRACTION = 0.9
 
 
