@@ -112,12 +112,13 @@ fn cached_pages(file: &std::fs::File, from: u64, to: u64) -> usize {
     resident.iter().filter(|&&r| r & 1 == 1).count()
 }
 
-#[test]
-fn large_record_bypasses_page_cache() {
+/// A store in a new directory with one 2 MB record written through the writer's own
+/// segment, and that segment's file. `None` where the file system has no direct I/O.
+fn store_with_large_record() -> Option<(tempfile::TempDir, Store, Location, std::fs::File)> {
     let dir = tempfile::tempdir().unwrap();
     if !direct_io_available(dir.path()) {
         eprintln!("skipped: no direct I/O on the file system of {}", dir.path().display());
-        return;
+        return None;
     }
     let store = Store::open(dir.path(), small(8 << 20)).unwrap();
     let (loc, _) = rt().block_on(async {
@@ -125,6 +126,12 @@ fn large_record_bypasses_page_cache() {
         put(&store, &mut w, 2_000_000).await
     });
     let file = std::fs::File::open(store.segments_dir().join(segment::segment_file_name(loc.segment))).unwrap();
+    Some((dir, store, loc, file))
+}
+
+#[test]
+fn large_record_bypasses_page_cache() {
+    let Some((_dir, _store, loc, file)) = store_with_large_record() else { return };
     let head = loc.offset / PAGE * PAGE;
     assert_eq!(cached_pages(&file, head, head + PAGE), 1, "the header page goes through the page cache");
     let payload_end = loc.offset + RECORD_HEADER_LEN + loc.length;
@@ -134,17 +141,7 @@ fn large_record_bypasses_page_cache() {
 
 #[test]
 fn prefetch_reads_large_record_ahead() {
-    let dir = tempfile::tempdir().unwrap();
-    if !direct_io_available(dir.path()) {
-        eprintln!("skipped: no direct I/O on the file system of {}", dir.path().display());
-        return;
-    }
-    let store = Store::open(dir.path(), small(8 << 20)).unwrap();
-    let (loc, _) = rt().block_on(async {
-        let mut w = store.new_writer();
-        put(&store, &mut w, 2_000_000).await
-    });
-    let file = std::fs::File::open(store.segments_dir().join(segment::segment_file_name(loc.segment))).unwrap();
+    let Some((_dir, store, loc, file)) = store_with_large_record() else { return };
     let (from, to) = (direct_from(loc.offset), (loc.offset + RECORD_HEADER_LEN + loc.length) / PAGE * PAGE);
     assert_eq!(cached_pages(&file, from, to), 0, "written around the page cache");
 
