@@ -112,8 +112,9 @@ fn cached_pages(file: &std::fs::File, from: u64, to: u64) -> usize {
     resident.iter().filter(|&&r| r & 1 == 1).count()
 }
 
-/// A store in a new directory with one 2 MB record written through the writer's own
-/// segment, and that segment's file. `None` where the file system has no direct I/O.
+/// Opens a store in a new directory, writes one 2 MB record through a writer's own
+/// segment and opens that segment's file. Returns `None` where the file system has
+/// no direct I/O.
 fn store_with_large_record() -> Option<(tempfile::TempDir, Store, Location, std::fs::File)> {
     let dir = tempfile::tempdir().unwrap();
     if !direct_io_available(dir.path()) {
