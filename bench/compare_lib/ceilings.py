@@ -56,7 +56,7 @@ def sequential_write_mb_per_s(directory, total_bytes, sync_every_bytes=None, wri
     in directory written at once by as many threads.
 
     Each writer calls fdatasync every sync_every_bytes bytes if given, and always once
-    at the end; the rate includes that last fdatasync. The files are removed.
+    at the end. The rate includes that last fdatasync. The files are removed.
     """
     block = os.urandom(MIB)
     share = total_bytes // writers // MIB * MIB

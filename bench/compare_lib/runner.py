@@ -107,7 +107,7 @@ def run_one(ctx, receiver_name, workload, round_no):
 
         account = Account(pid)
         result.cpu_method = account.method
-        # Listing a cgroup's members is cheap; walking /proc for the process tree is not.
+        # Listing a cgroup's members is cheap, while walking /proc for the process tree is not.
         interval_s = 0.01 if account.directory else 0.05
         result.memory_interval_ms = round(interval_s * 1000)
         cpu_before = account.cpu_s()

@@ -117,8 +117,8 @@ impl SharedTail {
     ///
     /// NOTE: the zeros are written on the committer thread, so the batch that reaches a
     /// new chunk waits for a 4 MiB write and a flush. A thread of its own that kept the
-    /// zeros two chunks ahead measured no faster on a virtio disk: every batch's device
-    /// cache flush then waits for the zero writes in flight instead.
+    /// zeros two chunks ahead measured no faster on a virtio disk, likely because every
+    /// batch's device cache flush then waits for the zero writes in flight.
     fn zero_ahead(&mut self, seg: &Segment, end: u64) -> Result<(), StoreError> {
         if end <= self.zeroed {
             return Ok(());
