@@ -7,7 +7,7 @@
 //! ends the wait is written in one transaction with clearing it, so it is
 //! emitted once.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Statement};
 use serde_json::Map;
 
 use super::record::InstanceRecord;
@@ -50,10 +50,38 @@ CREATE INDEX IF NOT EXISTS study_revisions_waiting ON study_revisions (last_chan
 CREATE TABLE IF NOT EXISTS study_changes (
     study_instance_uid TEXT NOT NULL,
     entry              TEXT NOT NULL,
-    kind               TEXT NOT NULL CHECK (kind IN ('addition', 'modification', 'deletion')),
+    -- OR rather than IN: SQLite checks an IN list of three against a bound
+    -- value through a temporary index it builds on every insert.
+    kind               TEXT NOT NULL CHECK (kind = 'addition' OR kind = 'modification' OR kind = 'deletion'),
     PRIMARY KEY (study_instance_uid, entry)
 ) WITHOUT ROWID;
 "#;
+
+/// Rebuilds `study_changes` of a manifest created with the earlier `kind IN
+/// (...)` check, which costs every insert a temporary index. The table holds
+/// only changes not yet in a revision, so the copy is small. Runs inside the
+/// schema transaction, after [`DDL`].
+pub(crate) fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'study_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|sql| sql.contains("kind IN (")) {
+        return Ok(());
+    }
+    conn.execute_batch("ALTER TABLE study_changes RENAME TO study_changes_before_upgrade")?;
+    conn.execute_batch(DDL)?;
+    conn.execute_batch(
+        "INSERT INTO study_changes (study_instance_uid, entry, kind)
+             SELECT study_instance_uid, entry, kind FROM study_changes_before_upgrade;
+         DROP TABLE study_changes_before_upgrade;",
+    )?;
+    tracing::info!("manifest: study_changes rebuilt with the cheaper kind check");
+    Ok(())
+}
 
 /// The kind of change an instance went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,41 +122,75 @@ impl ChangeKind {
     }
 }
 
+/// Inserts one outbox row; an event id already present is left alone.
+const INSERT_EVENT: &str = r#"INSERT INTO outbox (event_id, type, study_instance_uid, created_ms, body, segment, "offset", length)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING"#;
+
+/// Marks an instance of a study as added or modified, merged in one statement
+/// with any change of the same instance since the last revision (the same
+/// merge as [`ChangeKind::then`], which never cancels an addition or a
+/// modification). The study's wait starts with [`touch_study`].
+const RECORD_STORED_CHANGE: &str =
+    "INSERT INTO study_changes (study_instance_uid, entry, kind) VALUES (?1, ?2, ?3)
+    ON CONFLICT (study_instance_uid, entry) DO UPDATE SET kind = CASE kind
+        WHEN 'addition' THEN 'addition'
+        WHEN 'deletion' THEN 'modification'
+        ELSE excluded.kind END";
+
+/// The statements [`record_instance`] runs, taken from the statement cache once
+/// for a whole batch of rows.
+pub(crate) struct InstanceEventStatements<'c> {
+    insert_event: CachedStatement<'c>,
+    stored_change: CachedStatement<'c>,
+}
+
+impl<'c> InstanceEventStatements<'c> {
+    pub(crate) fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(InstanceEventStatements {
+            insert_event: conn.prepare_cached(INSERT_EVENT)?,
+            stored_change: conn.prepare_cached(RECORD_STORED_CHANGE)?,
+        })
+    }
+}
+
 /// Writes the ImageStoredEvent and DicomAvailableEvent of a new or replaced
 /// instance, with short bodies that `events_after` expands, and marks its
 /// study as changed.
 pub(crate) fn record_instance(
-    conn: &Connection,
+    statements: &mut InstanceEventStatements<'_>,
     store_id: &str,
     row: &InstanceRecord,
     kind: ChangeKind,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
+    debug_assert!(kind != ChangeKind::Deletion);
     let study = &row.study_instance_uid;
     let stored_id = format!("{store_id}-{}-stored", row.sequence);
     let stored = compact::image_stored(row);
-    insert_event(conn, &stored_id, event_type::IMAGE_STORED, study, now_ms, &stored, Some(row.location))?;
+    insert_event(
+        &mut statements.insert_event,
+        &stored_id,
+        event_type::IMAGE_STORED,
+        study,
+        now_ms,
+        &stored,
+        Some(row.location),
+    )?;
     let available_id = format!("{store_id}-{}-available", row.sequence);
     let available = compact::dicom_available(row);
-    insert_event(conn, &available_id, event_type::DICOM_AVAILABLE, study, now_ms, &available, None)?;
+    insert_event(
+        &mut statements.insert_event,
+        &available_id,
+        event_type::DICOM_AVAILABLE,
+        study,
+        now_ms,
+        &available,
+        None,
+    )?;
     let entry = format!("{}/{}", row.series_instance_uid, row.sop_instance_uid);
-    record_stored_change(conn, study, &entry, kind)
-}
-
-/// Marks `entry` of a study as added or modified, merged in one statement
-/// with any change of the same instance since the last revision (the same
-/// merge as [`ChangeKind::then`], which never cancels an addition or a
-/// modification). The study's wait starts with [`touch_study`].
-fn record_stored_change(conn: &Connection, study: &str, entry: &str, kind: ChangeKind) -> rusqlite::Result<()> {
-    debug_assert!(kind != ChangeKind::Deletion);
-    conn.prepare_cached(
-        "INSERT INTO study_changes (study_instance_uid, entry, kind) VALUES (?1, ?2, ?3)
-         ON CONFLICT (study_instance_uid, entry) DO UPDATE SET kind = CASE kind
-             WHEN 'addition' THEN 'addition'
-             WHEN 'deletion' THEN 'modification'
-             ELSE excluded.kind END",
-    )?
-    .execute([study, entry, kind.as_str()])?;
+    statements
+        .stored_change
+        .execute([study.as_str(), &entry, kind.as_str()])?;
     Ok(())
 }
 
@@ -177,7 +239,7 @@ pub(crate) fn touch_study(conn: &Connection, study: &str, now_ms: i64) -> rusqli
 }
 
 fn insert_event(
-    conn: &Connection,
+    statement: &mut Statement<'_>,
     id: &str,
     kind: &str,
     study: &str,
@@ -185,11 +247,7 @@ fn insert_event(
     body: &str,
     record: Option<Location>,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        r#"INSERT INTO outbox (event_id, type, study_instance_uid, created_ms, body, segment, "offset", length)
-           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING"#,
-    )?
-    .execute(params![
+    statement.execute(params![
         id,
         kind,
         study,
@@ -227,8 +285,23 @@ pub(crate) fn emit_revision(
     let view = study_view(conn, study)?;
     let revision = previous + 1;
     let id = format!("{store_id}-{study}-r{revision}");
-    let event = body::study_revision(config, &id, &rfc3339_millis(now_ms), revision, &view, &changes);
-    insert_event(conn, &id, event_type::STUDY_REVISION, study, now_ms, &event.to_string(), None)?;
+    let event = body::study_revision(
+        config,
+        &id,
+        &rfc3339_millis(now_ms),
+        revision,
+        &view,
+        &changes,
+    );
+    insert_event(
+        &mut *conn.prepare_cached(INSERT_EVENT)?,
+        &id,
+        event_type::STUDY_REVISION,
+        study,
+        now_ms,
+        &event.to_string(),
+        None,
+    )?;
     conn.prepare_cached(
         "UPDATE study_revisions SET revision = ?2, last_change_ms = NULL WHERE study_instance_uid = ?1",
     )?
@@ -239,9 +312,12 @@ pub(crate) fn emit_revision(
 }
 
 fn change_set(conn: &Connection, study: &str) -> rusqlite::Result<ChangeSet> {
-    let mut stmt =
-        conn.prepare_cached("SELECT entry, kind FROM study_changes WHERE study_instance_uid = ?1 ORDER BY entry")?;
-    let rows = stmt.query_map([study], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT entry, kind FROM study_changes WHERE study_instance_uid = ?1 ORDER BY entry",
+    )?;
+    let rows = stmt.query_map([study], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
     let mut changes = ChangeSet::default();
     for row in rows {
         let (entry, kind) = row?;
@@ -335,12 +411,19 @@ pub(crate) fn waiting_since<'a>(conn: &Connection, studies: impl Iterator<Item =
     let mut found = Vec::new();
     for study in studies {
         let read = conn
-            .prepare_cached("SELECT last_change_ms FROM study_revisions WHERE study_instance_uid = ?1")
-            .and_then(|mut stmt| stmt.query_row([study], |r| r.get::<_, Option<i64>>(0)).optional());
+            .prepare_cached(
+                "SELECT last_change_ms FROM study_revisions WHERE study_instance_uid = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([study], |r| r.get::<_, Option<i64>>(0))
+                    .optional()
+            });
         match read {
             Ok(Some(Some(at))) => found.push((study.to_owned(), at)),
             Ok(_) => {}
-            Err(error) => tracing::error!(study_instance_uid = study, %error, "reading a study's wait failed"),
+            Err(error) => {
+                tracing::error!(study_instance_uid = study, %error, "reading a study's wait failed")
+            }
         }
     }
     found
@@ -403,7 +486,9 @@ fn expand_body(config: &EventsConfig, event: &mut OutboxEvent, record: Option<Lo
     match compact::expand(config, &stored) {
         None => {}
         Some(Ok(text)) => event.body = text,
-        Some(Err(error)) => tracing::warn!(event_id = event.id.as_str(), %error, "outbox event body cannot be expanded; delivering it as stored"),
+        Some(Err(error)) => {
+            tracing::warn!(event_id = event.id.as_str(), %error, "outbox event body cannot be expanded; delivering it as stored")
+        }
     }
 }
 

@@ -109,3 +109,65 @@ fn outbox_cursor_moves_forward() {
     manifest.advance_event_cursor("nats", 3).unwrap();
     assert_eq!(manifest.event_cursor("nats").unwrap(), 7);
 }
+
+#[test]
+fn upgrade_rebuilds_study_changes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.sqlite3");
+    open_with_events(&dir).close().unwrap();
+
+    let table_sql = |conn: &rusqlite::Connection| -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'study_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    {
+        // The table as manifests created before the upgrade have it, with one pending change.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE study_changes;
+             CREATE TABLE study_changes (
+                 study_instance_uid TEXT NOT NULL,
+                 entry              TEXT NOT NULL,
+                 kind               TEXT NOT NULL CHECK (kind IN ('addition', 'modification', 'deletion')),
+                 PRIMARY KEY (study_instance_uid, entry)
+             ) WITHOUT ROWID;
+             INSERT INTO study_changes VALUES ('9', '9.1/1.1', 'addition');",
+        )
+        .unwrap();
+        assert!(table_sql(&conn).contains("kind IN ("));
+    }
+
+    open_with_events(&dir).close().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert!(
+        !table_sql(&conn).contains("kind IN ("),
+        "{}",
+        table_sql(&conn)
+    );
+
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT study_instance_uid, entry, kind FROM study_changes")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [(
+            "9".to_string(),
+            "9.1/1.1".to_string(),
+            "addition".to_string()
+        )]
+    );
+
+    let rejected = conn.execute(
+        "INSERT INTO study_changes VALUES ('9', '9.1/1.2', 'moved')",
+        [],
+    );
+    assert!(rejected.is_err(), "the check still refuses an unknown kind");
+}

@@ -207,6 +207,7 @@ fn create_schema(conn: &Connection) -> Result<(), ManifestError> {
     let result = (|| {
         conn.execute_batch(DDL)?;
         conn.execute_batch(super::outbox::DDL)?;
+        super::outbox::upgrade(conn)?;
         conn.execute_batch(super::delete::DDL)?;
         let found: Option<String> = conn
             .query_row(

@@ -100,6 +100,8 @@ pub(crate) struct Writer {
     indexed: indexed::IndexedEnds,
     /// Failures not yet reported to a flush / close.
     errors: Vec<String>,
+    /// The highest sequence in `deleted_instances`, read again after a deletion.
+    deleted_max: Option<u64>,
 }
 
 /// What one row did to the manifest.
@@ -146,7 +148,23 @@ impl Writer {
             frozen: HashSet::new(),
             indexed: indexed::IndexedEnds::default(),
             errors: Vec::new(),
+            deleted_max: None,
         }
+    }
+
+    /// Returns the highest sequence in `deleted_instances` (0 when empty).
+    fn deleted_max(&mut self) -> rusqlite::Result<u64> {
+        if let Some(max) = self.deleted_max {
+            return Ok(max);
+        }
+        let max: i64 = self.conn.query_row(
+            "SELECT coalesce(max(sequence), 0) FROM deleted_instances",
+            [],
+            |r| r.get(0),
+        )?;
+        let max = u64::try_from(max).unwrap_or(0);
+        self.deleted_max = Some(max);
+        Ok(max)
     }
 
     pub(crate) fn run(mut self) {
@@ -285,16 +303,19 @@ impl Writer {
             // Ok(false): written; Ok(true): a row failed, retry carefully.
             let mut memo = memo::HierarchyMemo::new(!careful);
             let result: rusqlite::Result<bool> = (|| {
+                let deleted_max = self.deleted_max()?;
+                let mut statements = RowStatements::prepare(&self.conn, self.events.is_some())?;
                 for row in rows {
                     if careful {
                         self.conn
                             .prepare_cached("SAVEPOINT manifest_row")?
                             .execute([])?;
                     }
-                    match apply_row(&self.conn, row, &mut memo).and_then(|outcome| {
-                        self.record_events(row, &outcome)?;
-                        Ok(outcome)
-                    }) {
+                    match apply_row(&self.conn, &mut statements, row, &mut memo, deleted_max)
+                        .and_then(|outcome| {
+                            self.record_events(statements.events.as_mut(), row, &outcome)?;
+                            Ok(outcome)
+                        }) {
                         Ok(outcome) => {
                             if careful {
                                 self.conn
@@ -426,13 +447,45 @@ fn key(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("")
 }
 
-/// Applies one row inside the open transaction.
-fn apply_row(conn: &Connection, r: &InstanceRecord, memo: &mut memo::HierarchyMemo) -> rusqlite::Result<Outcome> {
-    let existing = conn
-        .prepare_cached(
-            r#"SELECT id, series_pk, sequence, segment, "offset", length
-                 FROM instances WHERE sop_instance_uid = ?1"#,
-        )?
+/// The statements every row of a batch runs, taken from the statement cache
+/// once per batch: each lookup in the cache hashes the whole SQL text.
+struct RowStatements<'c> {
+    find_instance: rusqlite::CachedStatement<'c>,
+    insert_instance: rusqlite::CachedStatement<'c>,
+    /// Present when events are recorded.
+    events: Option<super::outbox::InstanceEventStatements<'c>>,
+}
+
+impl<'c> RowStatements<'c> {
+    fn prepare(conn: &'c Connection, events: bool) -> rusqlite::Result<Self> {
+        Ok(RowStatements {
+            find_instance: conn.prepare_cached(
+                r#"SELECT id, series_pk, sequence, segment, "offset", length
+                     FROM instances WHERE sop_instance_uid = ?1"#,
+            )?,
+            insert_instance: conn.prepare_cached(
+                r#"INSERT INTO instances (
+                       sop_instance_uid, series_pk, sop_class_uid, transfer_syntax_uid,
+                       instance_number, "rows", "columns", bits_allocated, number_of_frames,
+                       segment, "offset", length, record_end, sequence, received_at_ms, calling_ae_title)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"#,
+            )?,
+            events: if events { Some(super::outbox::InstanceEventStatements::prepare(conn)?) } else { None },
+        })
+    }
+}
+
+/// Applies one row inside the open transaction. `deleted_max` is the highest
+/// sequence in `deleted_instances`: a row above it cannot have been deleted.
+fn apply_row(
+    conn: &Connection,
+    statements: &mut RowStatements<'_>,
+    r: &InstanceRecord,
+    memo: &mut memo::HierarchyMemo,
+    deleted_max: u64,
+) -> rusqlite::Result<Outcome> {
+    let existing = statements
+        .find_instance
         .query_row([&r.sop_instance_uid], |row| {
             Ok(Existing {
                 id: row.get(0)?,
@@ -448,17 +501,12 @@ fn apply_row(conn: &Connection, r: &InstanceRecord, memo: &mut memo::HierarchyMe
         .optional()?;
 
     match existing {
-        None if was_deleted(conn, r.sequence)? => Ok(Outcome::AlreadyPresent),
+        None if r.sequence <= deleted_max && was_deleted(conn, r.sequence)? => {
+            Ok(Outcome::AlreadyPresent)
+        }
         None => {
             let series_pk = upsert_hierarchy(conn, r, memo)?;
-            conn.prepare_cached(
-                r#"INSERT INTO instances (
-                       sop_instance_uid, series_pk, sop_class_uid, transfer_syntax_uid,
-                       instance_number, "rows", "columns", bits_allocated, number_of_frames,
-                       segment, "offset", length, record_end, sequence, received_at_ms, calling_ae_title)
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"#,
-            )?
-            .execute(params![
+            statements.insert_instance.execute(params![
                 r.sop_instance_uid,
                 series_pk,
                 r.sop_class_uid,

@@ -9,6 +9,7 @@ impl Writer {
     pub(super) fn delete(&mut self, scope: &DeleteScope) -> Result<usize, String> {
         let now = now_ms();
         let events = self.events.is_some();
+        self.deleted_max = None;
         let result = (|| {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             match delete::delete(&self.conn, scope, events, now, gc_series) {

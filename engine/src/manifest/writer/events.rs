@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{now_ms, InstanceRecord, Outcome, StudyTouch, Writer};
@@ -13,10 +14,27 @@ use crate::manifest::outbox::{self, ChangeKind};
 /// How often the writer looks again while the outbox is over its bound.
 const OUTBOX_FULL_POLL: Duration = Duration::from_millis(20);
 
+/// Returns the counters of the two events each new instance records, taken
+/// once: a macro call looks its key up in the recorder. `serve` installs the
+/// recorder before it opens the manifest.
+fn recorded_counters() -> &'static [metrics::Counter; 2] {
+    static COUNTERS: OnceLock<[metrics::Counter; 2]> = OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        [event_type::IMAGE_STORED, event_type::DICOM_AVAILABLE]
+            .map(|kind| metrics::counter!("nectar_events_recorded_total", "type" => kind))
+    })
+}
+
 impl Writer {
-    /// Records the events of one applied row, inside its transaction.
-    pub(super) fn record_events(&self, row: &InstanceRecord, outcome: &Outcome) -> rusqlite::Result<()> {
-        let Some(sink) = &self.events else {
+    /// Records the events of one applied row, inside its transaction, with the
+    /// batch's event statements (`None` when events are off).
+    pub(super) fn record_events(
+        &self,
+        statements: Option<&mut outbox::InstanceEventStatements<'_>>,
+        row: &InstanceRecord,
+        outcome: &Outcome,
+    ) -> rusqlite::Result<()> {
+        let (Some(sink), Some(statements)) = (&self.events, statements) else {
             return Ok(());
         };
         let kind = match outcome {
@@ -24,9 +42,9 @@ impl Writer {
             Outcome::Replaced { .. } => ChangeKind::Modification,
             Outcome::AlreadyPresent | Outcome::Superseded { .. } => return Ok(()),
         };
-        outbox::record_instance(&self.conn, &sink.store_id, row, kind, now_ms())?;
-        for kind in [event_type::IMAGE_STORED, event_type::DICOM_AVAILABLE] {
-            metrics::counter!("nectar_events_recorded_total", "type" => kind).increment(1);
+        outbox::record_instance(statements, &sink.store_id, row, kind, now_ms())?;
+        for counter in recorded_counters() {
+            counter.increment(1);
         }
         Ok(())
     }
