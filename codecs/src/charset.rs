@@ -54,7 +54,7 @@ fn decode_with_delimiters(bytes: &[u8], scs: Option<&str>, delimiters: &[u8]) ->
                 // Fast path: pure ASCII without code extensions is the same
                 // in every ISO 2022 based set DICOM allows (JIS X 0201
                 // roman is decoded as ASCII too, like other toolkits do).
-                return bytes.iter().map(|&b| b as char).collect();
+                return String::from_utf8(bytes.to_vec()).expect("ASCII is UTF-8");
             }
             decode_iso2022(bytes, initial, delimiters)
         }

@@ -11,7 +11,9 @@
 
 mod deflate;
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 
 use crate::charset;
 
@@ -138,7 +140,27 @@ pub const MAX_DEPTH: usize = 16;
 /// deflate path buffer).
 pub const MAX_INDEXED_VALUE_LEN: u32 = 1 << 20;
 
+/// Bit `g` is set when an indexed tag is in group `g` (all of them are below 128).
+const INDEXED_GROUPS: u128 = {
+    let mut groups = 0u128;
+    let mut i = 0;
+    while i < INDEXED_COUNT {
+        let group = INDEXED[i].0 >> 16;
+        assert!(group < 128, "indexed groups must fit the mask");
+        groups |= 1 << group;
+        i += 1;
+    }
+    groups
+};
+
+/// Returns the position of `tag` in [`INDEXED_TAGS`]. Most elements of a data
+/// set are in groups without an indexed tag, and a mask check skips the search.
+#[inline]
 fn indexed_slot(tag: Tag) -> Option<usize> {
+    let group = tag >> 16;
+    if group >= 128 || INDEXED_GROUPS & (1 << group) == 0 {
+        return None;
+    }
     INDEXED_TAGS.binary_search(&tag).ok()
 }
 
@@ -204,6 +226,8 @@ impl DatasetEncoding {
 pub struct ScannedAttributes {
     /// All kept values, back to back.
     values: Vec<u8>,
+    /// Specific Character Set, decoded on first use: every text value needs it.
+    character_set: OnceLock<Option<String>>,
     /// Per [`INDEXED_TAGS`] position: the value's VR and place in `values`.
     slots: [Option<Slot>; INDEXED_COUNT],
     big_endian: bool,
@@ -271,10 +295,18 @@ impl ScannedAttributes {
 
     /// The data set's Specific Character Set (0008,0005), if any, trimmed.
     pub fn specific_character_set(&self) -> Option<String> {
-        // Not through text(): whatever VR it came with, it is never decoded
-        // with itself.
-        let raw = self.raw(tags::SPECIFIC_CHARACTER_SET)?;
-        Some(trim_values(&latin1(raw), true))
+        self.character_set().map(str::to_owned)
+    }
+
+    fn character_set(&self) -> Option<&str> {
+        self.character_set
+            .get_or_init(|| {
+                // Not through text(): whatever VR it came with, it is never
+                // decoded with itself.
+                let raw = self.raw(tags::SPECIFIC_CHARACTER_SET)?;
+                Some(trim_values(&latin1(raw), true))
+            })
+            .as_deref()
     }
 
     /// Text value decoded with the data set's Specific Character Set,
@@ -285,20 +317,16 @@ impl ScannedAttributes {
     pub fn text(&self, tag: Tag) -> Option<String> {
         let (vr, raw) = self.entry(tag)?;
         let vr = Self::effective_vr(tag, vr);
-        let scs = || self.specific_character_set();
+        let scs = || self.character_set();
         let text = match &vr {
             b"US" | b"SS" | b"UL" | b"SL" => {
                 let numbers: Vec<String> =
                     self.binary_ints(&vr, raw).map(|n| n.to_string()).collect();
                 return Some(numbers.join("\\"));
             }
-            b"PN" => trim_person_names(&charset::decode_person_name(raw, scs().as_deref())),
-            b"SH" | b"LO" | b"UC" => {
-                trim_values(&charset::decode_text(raw, scs().as_deref()), true)
-            }
-            b"ST" | b"LT" | b"UT" => {
-                trim_end(&charset::decode_text(raw, scs().as_deref())).to_owned()
-            }
+            b"PN" => trim_person_names(&charset::decode_person_name(raw, scs())),
+            b"SH" | b"LO" | b"UC" => trim_values(&charset::decode_text(raw, scs()), true),
+            b"ST" | b"LT" | b"UT" => trim_end(&charset::decode_text(raw, scs())).to_owned(),
             b"UR" => trim_end(&latin1(raw)).to_owned(),
             // CS, UI, DA, TM, DT, IS, DS, AE, AS use the default repertoire.
             _ => trim_values(&latin1(raw), true),
@@ -349,8 +377,13 @@ impl ScannedAttributes {
     }
 }
 
-fn latin1(raw: &[u8]) -> String {
-    raw.iter().map(|&b| b as char).collect()
+/// Decodes ISO 8859-1 bytes. Most values are ASCII, which is copied whole
+/// instead of character by character.
+fn latin1(raw: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(raw) {
+        Ok(text) if raw.is_ascii() => Cow::Borrowed(text),
+        _ => Cow::Owned(raw.iter().map(|&b| b as char).collect()),
+    }
 }
 
 fn trim_end(s: &str) -> &str {
@@ -564,66 +597,55 @@ impl Enc {
     }
 }
 
-/// Whether two bytes are a VR defined in PS3.5 section 6.2.
-pub(crate) fn is_known_vr(vr: Vr) -> bool {
-    matches!(
-        &vr,
-        b"AE"
-            | b"AS"
-            | b"AT"
-            | b"CS"
-            | b"DA"
-            | b"DS"
-            | b"DT"
-            | b"FD"
-            | b"FL"
-            | b"IS"
-            | b"LO"
-            | b"LT"
-            | b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"PN"
-            | b"SH"
-            | b"SL"
-            | b"SQ"
-            | b"SS"
-            | b"ST"
-            | b"SV"
-            | b"TM"
-            | b"UC"
-            | b"UI"
-            | b"UL"
-            | b"UN"
-            | b"UR"
-            | b"US"
-            | b"UT"
-            | b"UV"
-    )
-}
+/// The VRs defined in PS3.5 section 6.2.
+const KNOWN_VRS: [&[u8; 2]; 34] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB",
+    b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+    b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+];
 
 /// VRs with 2 reserved bytes and a 4-byte length in Explicit VR (PS3.5
 /// section 7.1.2).
+const LONG_LENGTH_VRS: [&[u8; 2]; 13] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+];
+
+/// A set of VRs: bit `second - b'A'` of entry `first - b'A'`.
+type VrSet = [u32; 26];
+
+const fn vr_set(vrs: &[&[u8; 2]]) -> VrSet {
+    let mut set = [0u32; 26];
+    let mut i = 0;
+    while i < vrs.len() {
+        set[(vrs[i][0] - b'A') as usize] |= 1 << (vrs[i][1] - b'A');
+        i += 1;
+    }
+    set
+}
+
+const KNOWN_VR_SET: VrSet = vr_set(&KNOWN_VRS);
+const LONG_LENGTH_VR_SET: VrSet = vr_set(&LONG_LENGTH_VRS);
+
+/// Whether `vr` is in `set`. Every scanned element needs this once or twice,
+/// so it is a table lookup rather than a comparison with each VR.
+#[inline]
+fn in_vr_set(set: &VrSet, vr: Vr) -> bool {
+    let first = vr[0].wrapping_sub(b'A');
+    let second = vr[1].wrapping_sub(b'A');
+    first < 26 && second < 26 && set[first as usize] & (1 << second) != 0
+}
+
+/// Whether two bytes are a VR defined in PS3.5 section 6.2.
+#[inline]
+pub(crate) fn is_known_vr(vr: Vr) -> bool {
+    in_vr_set(&KNOWN_VR_SET, vr)
+}
+
+/// Whether `vr` has 2 reserved bytes and a 4-byte length in Explicit VR
+/// (PS3.5 section 7.1.2).
+#[inline]
 pub(crate) fn has_long_length(vr: Vr) -> bool {
-    matches!(
-        &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
-    )
+    in_vr_set(&LONG_LENGTH_VR_SET, vr)
 }
 
 struct Header {
@@ -800,6 +822,8 @@ fn sniff_vr_encoding<S: Source>(src: &mut S, pos: usize, declared: Enc) -> Resul
 
 fn scan<S: Source>(src: &mut S, declared: Enc) -> Result<ScannedAttributes, ScanError> {
     let mut found = ScannedAttributes {
+        // The indexed values of a typical data set fit without a reallocation.
+        values: Vec::with_capacity(512),
         big_endian: declared.big,
         ..ScannedAttributes::default()
     };

@@ -816,3 +816,35 @@ fn specific_character_set_with_a_text_vr_does_not_recurse() {
     assert_eq!(a.specific_character_set().as_deref(), Some("ISO_IR 100"));
     assert_eq!(a.text(PATIENT_NAME).as_deref(), Some("é"));
 }
+
+#[test]
+fn vr_sets_match_lists() {
+    for first in 0..=u8::MAX {
+        for second in 0..=u8::MAX {
+            let vr = [first, second];
+            assert_eq!(is_known_vr(vr), KNOWN_VRS.contains(&&vr), "{vr:?}");
+            assert_eq!(
+                has_long_length(vr),
+                LONG_LENGTH_VRS.contains(&&vr),
+                "{vr:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn indexed_slot_finds_every_indexed_tag() {
+    for (i, tag) in INDEXED_TAGS.iter().enumerate() {
+        assert_eq!(indexed_slot(*tag), Some(i), "{tag:08X}");
+    }
+    for tag in [
+        0x0008_0006,
+        0x0018_0050,
+        0x0019_1000,
+        0x0028_0101,
+        0x7FE0_0010,
+        0xFFFE_E000,
+    ] {
+        assert_eq!(indexed_slot(tag), None, "{tag:08X}");
+    }
+}
