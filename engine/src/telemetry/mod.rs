@@ -8,9 +8,10 @@ pub mod find;
 pub mod http;
 pub mod qido;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use nectar_codecs::negotiation::RejectReason;
 
 use crate::association::AssociationError;
@@ -93,16 +94,46 @@ pub fn echo_answered() {
 }
 
 pub fn command_unsupported(command_field: u16) {
-    counter!("nectar_dimse_requests_total", "command" => "other", "status" => "unrecognized").increment(1);
-    tracing::warn!(command_field = format_args!("{command_field:#06x}"), "command not supported, responded with 0x0211");
+    counter!("nectar_dimse_requests_total", "command" => "other", "status" => "unrecognized")
+        .increment(1);
+    tracing::warn!(
+        command_field = format_args!("{command_field:#06x}"),
+        "command not supported, responded with 0x0211"
+    );
+}
+
+/// The metrics every stored instance moves. A macro call looks its key up in
+/// the recorder, so the handles are taken once, at the first instance. `serve`
+/// installs the recorder before it accepts any association.
+struct StoreMetrics {
+    requests: Counter,
+    instances: Counter,
+    bytes: Counter,
+    latency: Histogram,
+}
+
+fn store_metrics() -> &'static StoreMetrics {
+    static METRICS: OnceLock<StoreMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| StoreMetrics {
+        requests: counter!("nectar_dimse_requests_total", "command" => "C-STORE", "status" => "success"),
+        instances: counter!("nectar_instances_stored_total"),
+        bytes: counter!("nectar_instance_bytes_total"),
+        latency: histogram!("nectar_store_latency_seconds"),
+    })
 }
 
 pub fn instance_stored(sop_instance_uid: &str, bytes: u64, latency: Duration) {
-    counter!("nectar_dimse_requests_total", "command" => "C-STORE", "status" => "success").increment(1);
-    counter!("nectar_instances_stored_total").increment(1);
-    counter!("nectar_instance_bytes_total").increment(bytes);
-    histogram!("nectar_store_latency_seconds").record(latency.as_secs_f64());
-    tracing::debug!(sop_instance_uid, bytes, latency_us = latency.as_micros() as u64, "instance stored");
+    let metrics = store_metrics();
+    metrics.requests.increment(1);
+    metrics.instances.increment(1);
+    metrics.bytes.increment(bytes);
+    metrics.latency.record(latency.as_secs_f64());
+    tracing::debug!(
+        sop_instance_uid,
+        bytes,
+        latency_us = latency.as_micros() as u64,
+        "instance stored"
+    );
 }
 
 pub fn store_failed(sop_instance_uid: &str, status: u16, comment: &str) {
