@@ -74,6 +74,11 @@ fn check_segment(seg: &Segment, corrupt: &mut Vec<(u64, u64, String)>) -> Segmen
         corrupt.push((seg.id, 0, why.clone()));
         s.corrupt += 1;
     }
+    // The segment's last nonzero byte, found once. Records in the shared segment
+    // are followed by zero padding, and a search from each of them to the end
+    // would read the whole zero tail once per record.
+    let last = last_nonzero(bytes, SEGMENT_HEADER_LEN);
+    let nonzero_after = |offset: u64| last.filter(|&last| last >= offset);
     let mut offset = SEGMENT_HEADER_LEN;
     loop {
         let (reason, resume_from) = match probe(bytes, offset) {
@@ -84,7 +89,7 @@ fn check_segment(seg: &Segment, corrupt: &mut Vec<(u64, u64, String)>) -> Segmen
                 s.end = offset;
                 continue;
             }
-            Probe::Empty => match (format::skip_padding(bytes, offset), last_nonzero(bytes, offset)) {
+            Probe::Empty => match (format::skip_padding(bytes, offset), nonzero_after(offset)) {
                 (_, None) => break, // clean end: zeros up to the end
                 (Some(next), Some(_)) => {
                     offset = next;
@@ -102,7 +107,7 @@ fn check_segment(seg: &Segment, corrupt: &mut Vec<(u64, u64, String)>) -> Segmen
                 offset = next;
             }
             None => {
-                if let Some(last) = last_nonzero(bytes, offset) {
+                if let Some(last) = nonzero_after(offset) {
                     s.torn_tail_bytes = last + 1 - offset;
                 }
                 break;
