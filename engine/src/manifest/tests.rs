@@ -296,6 +296,46 @@ fn batch_memo_keeps_newest_sequence() {
 }
 
 #[test]
+fn memo_across_batches_and_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(&dir, 16, 16);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut first = row("5.1.1.1", "5.1", "5.1.1", "P5", 1, 0, 0);
+    first.study_description = Some("first".into());
+    m.insert_blocking(first).unwrap();
+    m.flush().unwrap();
+
+    // The next batch changes the study's attributes: the memo of the batch
+    // before must not hide the change.
+    let mut second = row("5.1.1.2", "5.1", "5.1.1", "P5", 2, 0, 2000);
+    second.study_description = Some("second".into());
+    m.insert_blocking(second).unwrap();
+    m.flush().unwrap();
+    let got = m.instance("5.1.1.1").unwrap().unwrap();
+    assert_eq!(got.study_description.as_deref(), Some("second"));
+
+    // Deleting the study removes its series and patient. The same series
+    // arriving again gets new rows, not the ids the memo held.
+    let scope = DeleteScope {
+        study_instance_uid: "5.1".into(),
+        series_instance_uid: None,
+        sop_instance_uid: None,
+    };
+    assert_eq!(rt.block_on(m.delete(scope)).unwrap(), 2);
+    let third = row("5.1.1.3", "5.1", "5.1.1", "P5", 3, 0, 4000);
+    m.insert_blocking(third).unwrap();
+    m.flush().unwrap();
+
+    let got = m.instance("5.1.1.3").unwrap().unwrap();
+    assert_eq!(got.series_instance_uid, "5.1.1");
+    assert_eq!(got.study_description, None);
+    assert_eq!(
+        m.counts().unwrap(),
+        ManifestCounts { patients: 1, studies: 1, series: 1, instances: 1, replaced: 0 }
+    );
+}
+
+#[test]
 fn duplicate_newest_wins() {
     let dir = tempfile::tempdir().unwrap();
     let m = open(&dir, 16, 16);

@@ -102,6 +102,9 @@ pub(crate) struct Writer {
     errors: Vec<String>,
     /// The highest sequence in `deleted_instances`, read again after a deletion.
     deleted_max: Option<u64>,
+    /// The patients, studies and series as the last committed batch left them,
+    /// so a series that goes on in the next batch costs no select.
+    memo: memo::HierarchyMemo,
 }
 
 /// What one row did to the manifest.
@@ -149,6 +152,7 @@ impl Writer {
             indexed: indexed::IndexedEnds::default(),
             errors: Vec::new(),
             deleted_max: None,
+            memo: memo::HierarchyMemo::default(),
         }
     }
 
@@ -301,7 +305,12 @@ impl Writer {
             let mut events: Vec<(&InstanceRecord, Outcome)> = Vec::with_capacity(rows.len());
             let mut row_errors: Vec<String> = Vec::new();
             // Ok(false): written; Ok(true): a row failed, retry carefully.
-            let mut memo = memo::HierarchyMemo::new(!careful);
+            // The memo describes the tables as committed batches left them. A
+            // failed attempt drops it, and the careful retry runs without one.
+            let mut memo = std::mem::take(&mut self.memo);
+            if careful {
+                memo = memo::HierarchyMemo::new(false);
+            }
             let result: rusqlite::Result<bool> = (|| {
                 let deleted_max = self.deleted_max()?;
                 let mut statements = RowStatements::prepare(&self.conn, self.events.is_some())?;
@@ -376,6 +385,9 @@ impl Writer {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.fail_batch(rows, "COMMIT", e);
                 return;
+            }
+            if !careful && memo.len() <= memo::KEPT_ENTRIES {
+                self.memo = memo;
             }
             break (events, failed, row_errors, planned);
         };

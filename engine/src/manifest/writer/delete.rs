@@ -10,6 +10,8 @@ impl Writer {
         let now = now_ms();
         let events = self.events.is_some();
         self.deleted_max = None;
+        // A deletion may remove or move what the memo describes.
+        self.memo = super::memo::HierarchyMemo::default();
         let result = (|| {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             match delete::delete(&self.conn, scope, events, now, gc_series) {

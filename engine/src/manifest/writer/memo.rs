@@ -1,8 +1,9 @@
-//! A memo of the patients, studies and series one batch's transaction has
-//! already written. A row whose series was entered earlier in the batch, with the
-//! same parents and attributes, costs no select and no sequence update at any
-//! of the three levels. The newest sequence is written once, by
-//! [`HierarchyMemo::flush`], before the transaction commits.
+//! A memo of the patients, studies and series the writer has written. A row
+//! whose series was entered before, with the same parents and attributes, costs
+//! no select and no sequence update at any of the three levels. The newest
+//! sequence is written once per batch, by [`HierarchyMemo::flush`], before the
+//! transaction commits. The writer keeps the memo from one committed batch to
+//! the next, and drops it when a batch fails and before a deletion.
 
 use std::collections::HashMap;
 
@@ -46,6 +47,15 @@ fn key_text(keys: &[Value]) -> Option<String> {
         joined.push('\0');
     }
     Some(joined)
+}
+
+/// Entries the writer keeps for the next batch at most (three per series).
+pub(super) const KEPT_ENTRIES: usize = 3 * 1024;
+
+impl Default for HierarchyMemo {
+    fn default() -> Self {
+        HierarchyMemo::new(true)
+    }
 }
 
 impl HierarchyMemo {
@@ -93,6 +103,11 @@ impl HierarchyMemo {
             let known = Known { id, parent, attrs: attrs.to_vec(), attrs_seq: seq, touch, dirty: false };
             self.known.insert((touch, key), known);
         }
+    }
+
+    /// Returns the number of entities known.
+    pub(super) fn len(&self) -> usize {
+        self.known.len()
     }
 
     /// Writes every newer sequence to the database.
