@@ -226,7 +226,7 @@ impl DatasetEncoding {
 pub struct ScannedAttributes {
     /// All kept values, back to back.
     values: Vec<u8>,
-    /// Specific Character Set, decoded on first use: every text value needs it.
+    /// Specific Character Set, decoded on first use because every text value needs it.
     character_set: OnceLock<Option<String>>,
     /// Per [`INDEXED_TAGS`] position: the value's VR and place in `values`.
     slots: [Option<Slot>; INDEXED_COUNT],
@@ -380,9 +380,10 @@ impl ScannedAttributes {
 /// Decodes ISO 8859-1 bytes. Most values are ASCII, which is copied whole
 /// instead of character by character.
 fn latin1(raw: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(raw) {
-        Ok(text) if raw.is_ascii() => Cow::Borrowed(text),
-        _ => Cow::Owned(raw.iter().map(|&b| b as char).collect()),
+    if raw.is_ascii() {
+        Cow::Borrowed(std::str::from_utf8(raw).expect("ASCII is UTF-8"))
+    } else {
+        Cow::Owned(raw.iter().map(|&b| b as char).collect())
     }
 }
 
@@ -626,8 +627,8 @@ const fn vr_set(vrs: &[&[u8; 2]]) -> VrSet {
 const KNOWN_VR_SET: VrSet = vr_set(&KNOWN_VRS);
 const LONG_LENGTH_VR_SET: VrSet = vr_set(&LONG_LENGTH_VRS);
 
-/// Whether `vr` is in `set`. Every scanned element needs this once or twice,
-/// so it is a table lookup rather than a comparison with each VR.
+/// Returns whether `vr` is in `set`. Every scanned element needs this once or
+/// twice, so it is a table lookup rather than a comparison with each VR.
 #[inline]
 fn in_vr_set(set: &VrSet, vr: Vr) -> bool {
     let first = vr[0].wrapping_sub(b'A');
@@ -635,14 +636,14 @@ fn in_vr_set(set: &VrSet, vr: Vr) -> bool {
     first < 26 && second < 26 && set[first as usize] & (1 << second) != 0
 }
 
-/// Whether two bytes are a VR defined in PS3.5 section 6.2.
+/// Returns whether two bytes are a VR defined in PS3.5 section 6.2.
 #[inline]
 pub(crate) fn is_known_vr(vr: Vr) -> bool {
     in_vr_set(&KNOWN_VR_SET, vr)
 }
 
-/// Whether `vr` has 2 reserved bytes and a 4-byte length in Explicit VR
-/// (PS3.5 section 7.1.2).
+/// Returns whether `vr` has 2 reserved bytes and a 4-byte length in Explicit
+/// VR (PS3.5 section 7.1.2).
 #[inline]
 pub(crate) fn has_long_length(vr: Vr) -> bool {
     in_vr_set(&LONG_LENGTH_VR_SET, vr)

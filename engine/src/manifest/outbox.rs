@@ -79,7 +79,7 @@ pub(crate) fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
              SELECT study_instance_uid, entry, kind FROM study_changes_before_upgrade;
          DROP TABLE study_changes_before_upgrade;",
     )?;
-    tracing::info!("manifest: study_changes rebuilt with the cheaper kind check");
+    tracing::info!("manifest: rebuilt study_changes with an OR check on kind instead of IN");
     Ok(())
 }
 
@@ -122,7 +122,7 @@ impl ChangeKind {
     }
 }
 
-/// Inserts one outbox row; an event id already present is left alone.
+/// Inserts one outbox row. A row whose event id is already present is skipped.
 const INSERT_EVENT: &str = r#"INSERT INTO outbox (event_id, type, study_instance_uid, created_ms, body, segment, "offset", length)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING"#;
 
@@ -145,6 +145,7 @@ pub(crate) struct InstanceEventStatements<'c> {
 }
 
 impl<'c> InstanceEventStatements<'c> {
+    /// Takes both statements from the connection's statement cache.
     pub(crate) fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
         Ok(InstanceEventStatements {
             insert_event: conn.prepare_cached(INSERT_EVENT)?,

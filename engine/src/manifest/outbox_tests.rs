@@ -125,7 +125,7 @@ fn upgrade_rebuilds_study_changes_check() {
         .unwrap()
     };
     {
-        // The table as manifests created before the upgrade have it, with one pending change.
+        // The table as older manifests define it, with one pending change.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE study_changes;

@@ -469,6 +469,7 @@ struct RowStatements<'c> {
 }
 
 impl<'c> RowStatements<'c> {
+    /// Takes the statements from the connection's statement cache.
     fn prepare(conn: &'c Connection, events: bool) -> rusqlite::Result<Self> {
         Ok(RowStatements {
             find_instance: conn.prepare_cached(

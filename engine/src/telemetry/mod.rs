@@ -102,9 +102,9 @@ pub fn command_unsupported(command_field: u16) {
     );
 }
 
-/// The metrics every stored instance moves. A macro call looks its key up in
-/// the recorder, so the handles are taken once, at the first instance. `serve`
-/// installs the recorder before it accepts any association.
+/// Handles of the metrics every stored instance updates. A macro call looks its
+/// key up in the recorder, so the handles are registered once, at the first
+/// instance. `serve` installs the recorder before it accepts any association.
 struct StoreMetrics {
     requests: Counter,
     instances: Counter,

@@ -49,7 +49,7 @@ fn key_text(keys: &[Value]) -> Option<String> {
     Some(joined)
 }
 
-/// Entries the writer keeps for the next batch at most (three per series).
+/// Maximum number of entries the writer keeps for the next batch (three per series).
 pub(super) const KEPT_ENTRIES: usize = 3 * 1024;
 
 impl Default for HierarchyMemo {
@@ -105,7 +105,7 @@ impl HierarchyMemo {
         }
     }
 
-    /// Returns the number of entities known.
+    /// Returns the number of entities in the memo.
     pub(super) fn len(&self) -> usize {
         self.known.len()
     }
