@@ -3,7 +3,7 @@
 use std::io;
 
 use nectar_codecs::pdu;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Size of the read buffer. Fragments larger than this are read straight
@@ -26,6 +26,9 @@ pub struct Connection {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    /// Bytes were read since the last write or forced acknowledgement, so
+    /// the kernel may be holding back their ACK.
+    ack_owed: bool,
 }
 
 /// The outcome of `fill`.
@@ -44,18 +47,8 @@ impl Connection {
             start: 0,
             end: 0,
             out: Vec::with_capacity(4096),
+            ack_owed: false,
         }
-    }
-
-    /// Asks the kernel to acknowledge received segments at once.
-    ///
-    /// Senders that leave Nagle's algorithm on (pynetdicom 3.0.4, dcmtk 3.6.7
-    /// without TCP_NODELAY=1) hold back the second small write of a message until
-    /// the first is acknowledged, and Linux delays that ACK by up to 40 ms. The
-    /// kernel leaves quick-ack mode on its own, so this is repeated after every read.
-    fn acknowledge_now(&self) {
-        // Failing only costs latency, so the error is ignored.
-        let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
     }
 
     fn buffered(&self) -> usize {
@@ -77,8 +70,7 @@ impl Connection {
             self.start = 0;
         }
         while self.buffered() < n {
-            let read = self.stream.read(&mut self.buf[self.end..]).await?;
-            self.acknowledge_now();
+            let read = recv(&self.stream, &mut self.ack_owed, &mut self.buf[self.end..]).await?;
             if read == 0 {
                 if self.buffered() == 0 {
                     return Ok(Fill::Closed);
@@ -115,8 +107,7 @@ impl Connection {
         while filled < dst.len() {
             let remaining = dst.len() - filled;
             if remaining >= DIRECT_READ_MIN {
-                let read = self.stream.read(&mut dst[filled..]).await?;
-                self.acknowledge_now();
+                let read = recv(&self.stream, &mut self.ack_owed, &mut dst[filled..]).await?;
                 if read == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -157,6 +148,7 @@ impl Connection {
     pub async fn flush_out(&mut self) -> io::Result<()> {
         self.stream.write_all(&self.out).await?;
         self.out.clear();
+        self.ack_owed = false;
         Ok(())
     }
 
@@ -204,17 +196,48 @@ impl Connection {
             first = &first[from_first..];
             second = &second[written - from_first..];
         }
+        self.ack_owed = false;
         Ok(())
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await
+        self.stream.write_all(bytes).await?;
+        self.ack_owed = false;
+        Ok(())
     }
 
     /// Closes the write half so the peer reads EOF after the bytes sent.
     pub async fn shutdown(&mut self) {
         // An error here means the peer is gone already, which is the goal.
         let _ = self.stream.shutdown().await;
+    }
+}
+
+/// Reads what `stream` holds into `dst`, waiting for data if there is none.
+///
+/// Senders that leave Nagle's algorithm on (pynetdicom 3.0.4, dcmtk 3.6.7
+/// without TCP_NODELAY=1) hold back a small write until the data before it is
+/// acknowledged, and Linux delays that ACK by up to 40 ms. So before waiting,
+/// and only then, this asks the kernel to send the ACK owed for bytes read
+/// since the last write (`ack_owed`). A read that finds data waiting costs no
+/// extra system call, nor does a wait right after a response, whose segment
+/// carried the ACK.
+async fn recv(stream: &TcpStream, ack_owed: &mut bool, dst: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.try_read(dst) {
+            Ok(read) => {
+                *ack_owed |= read > 0;
+                return Ok(read);
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if std::mem::take(ack_owed) {
+                    // Failing only costs latency, so the error is ignored.
+                    let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+                }
+                stream.readable().await?;
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 
