@@ -26,8 +26,8 @@ pub struct Connection {
     start: usize,
     end: usize,
     out: Vec<u8>,
-    /// Bytes were read since the last write or forced acknowledgement, so
-    /// the kernel may be holding back their ACK.
+    /// Whether bytes were read since the last write or forced ACK, so that
+    /// the kernel may be delaying their ACK.
     ack_owed: bool,
 }
 
@@ -213,15 +213,16 @@ impl Connection {
     }
 }
 
-/// Reads what `stream` holds into `dst`, waiting for data if there is none.
+/// Reads the bytes waiting on `stream` into `dst`, and waits for data if
+/// none are waiting.
 ///
 /// Senders that leave Nagle's algorithm on (pynetdicom 3.0.4, dcmtk 3.6.7
-/// without TCP_NODELAY=1) hold back a small write until the data before it is
-/// acknowledged, and Linux delays that ACK by up to 40 ms. So before waiting,
-/// and only then, this asks the kernel to send the ACK owed for bytes read
-/// since the last write (`ack_owed`). A read that finds data waiting costs no
-/// extra system call, nor does a wait right after a response, whose segment
-/// carried the ACK.
+/// without TCP_NODELAY=1) delay a small write until the data before it is
+/// acknowledged, and Linux delays that ACK by up to 40 ms. So before a wait,
+/// and only then, this function asks the kernel to send the ACK owed for bytes
+/// read since the last write (`ack_owed`). A read that finds data costs no
+/// extra system call, and neither does a wait right after a response, because
+/// the response segment carried the ACK.
 async fn recv(stream: &TcpStream, ack_owed: &mut bool, dst: &mut [u8]) -> io::Result<usize> {
     loop {
         match stream.try_read(dst) {
