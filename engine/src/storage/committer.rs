@@ -118,6 +118,9 @@ impl Group {
 pub(crate) fn run(rx: Receiver<CommitRequest>, shared: Arc<Shared>, max_batch: usize) {
     let mut batch: Vec<CommitRequest> = Vec::with_capacity(max_batch);
     let mut tail = SharedTail::default();
+    // Registered once, because each `histogram!` call looks its key up in the recorder.
+    let batch_size = metrics::histogram!("nectar_commit_batch_size");
+    let duration = metrics::histogram!("nectar_commit_duration_seconds");
     while let Ok(first) = rx.recv() {
         #[cfg(test)]
         let _gate = shared.gate.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,12 +133,12 @@ pub(crate) fn run(rx: Receiver<CommitRequest>, shared: Arc<Shared>, max_batch: u
             }
         }
         let n = batch.len() as u64;
-        metrics::histogram!("nectar_commit_batch_size").record(n as f64);
+        batch_size.record(n as f64);
         shared.stats.batches.fetch_add(1, Ordering::Relaxed);
         shared.stats.requests.fetch_add(n, Ordering::Relaxed);
         shared.stats.max_batch.fetch_max(n, Ordering::Relaxed);
         process(&shared, &mut tail, &mut batch);
-        metrics::histogram!("nectar_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+        duration.record(started.elapsed().as_secs_f64());
     }
     tail.close();
     tracing::debug!("segment committer stopped");

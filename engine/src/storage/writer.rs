@@ -263,7 +263,7 @@ impl SegmentWriter {
             Some(own) => self.finish_own(&header, own.start, rec.len)?,
         };
         self.open = None;
-        metrics::counter!("nectar_store_bytes_written_total").increment(pending.span());
+        bytes_written().increment(pending.span());
         Ok(pending)
     }
 
@@ -288,6 +288,13 @@ impl SegmentWriter {
             self.scrub(&seg, own.start, len);
         }
     }
+}
+
+/// Returns the counter of bytes written to segments. It is registered once,
+/// because each `counter!` call looks its key up in the recorder.
+fn bytes_written() -> &'static metrics::Counter {
+    static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| metrics::counter!("nectar_store_bytes_written_total"))
 }
 
 /// Offset of the next record in a segment: its published end, rounded up to a multiple
