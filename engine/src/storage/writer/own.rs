@@ -177,7 +177,7 @@ impl SegmentWriter {
         own.tail += pages;
         own.settled = own.settled.max(own.tail);
         if direct {
-            metrics::counter!("nectar_store_direct_bytes_total").increment(pages);
+            direct_bytes().increment(pages);
         }
         Ok(())
     }
@@ -225,6 +225,13 @@ impl SegmentWriter {
         let location = Location { segment: seg.id, offset: start, length: len };
         Ok(PendingRecord { kind: Pending::Written { location, segment: seg, end } })
     }
+}
+
+/// Returns the counter of bytes written with direct I/O. It is registered once,
+/// because each `counter!` call looks its key up in the recorder.
+fn direct_bytes() -> &'static metrics::Counter {
+    static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| metrics::counter!("nectar_store_direct_bytes_total"))
 }
 
 #[cfg(test)]
