@@ -219,11 +219,11 @@ impl Connection {
 /// Senders that leave Nagle's algorithm on (pynetdicom 3.0.4, dcmtk 3.6.7
 /// without TCP_NODELAY=1) delay a small write until the data before it is
 /// acknowledged. Linux delays that ACK by 40 to 200 ms (its TCP_DELACK_MIN and
-/// TCP_DELACK_MAX), which cost dcmtk storescu about 44 ms per instance here.
-/// So before a wait, and only then, this function asks the kernel to send the
-/// ACK owed for bytes read since the last write (`ack_owed`). A read that
-/// finds data costs no extra system call, and neither does a wait right after
-/// a response, because the response segment carried the ACK.
+/// TCP_DELACK_MAX): about 44 ms per instance for dcmtk storescu on loopback.
+/// So before a wait, and only then, this function sets TCP_QUICKACK, which
+/// sends the ACK owed for bytes read since the last write (`ack_owed`). A read
+/// that finds data costs no extra system call, and neither does a wait right
+/// after a response, because the response segment carried the ACK.
 async fn recv(stream: &TcpStream, ack_owed: &mut bool, dst: &mut [u8]) -> io::Result<usize> {
     loop {
         match stream.try_read(dst) {
