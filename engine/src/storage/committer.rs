@@ -1,7 +1,12 @@
-//! The group committer: one std thread that flushes each segment once per batch.
+//! The group committer: flushes each segment once per batch.
+//!
+//! A commit of the only writer, with no other commit in flight, runs its batch of
+//! one on the calling thread (inline). Any other commit goes through a bounded queue to the
+//! committer thread, which takes every request waiting into one batch. Whichever
+//! thread runs a batch locks [`BatchState`] for it, so batches never overlap.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +16,7 @@ use tokio::sync::oneshot;
 use super::segment::Segment;
 use super::shared_tail::{Staged, SharedTail};
 use super::writer::{Pending, PendingRecord};
-use super::{Inner, Shared, StoreError};
+use super::{lock, Inner, Shared, StoreError};
 use crate::Location;
 
 pub(crate) type Reply = oneshot::Sender<Result<Location, StoreError>>;
@@ -32,6 +37,8 @@ pub struct CommitStats {
     pub flushes: u64,
     /// Largest batch seen.
     pub max_batch: u64,
+    /// Commits that ran inline, on the thread that called `commit`.
+    pub inline: u64,
 }
 
 #[derive(Default)]
@@ -40,6 +47,7 @@ pub(crate) struct StatsCells {
     requests: AtomicU64,
     flushes: AtomicU64,
     max_batch: AtomicU64,
+    inline: AtomicU64,
 }
 
 impl StatsCells {
@@ -49,7 +57,60 @@ impl StatsCells {
             requests: self.requests.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             max_batch: self.max_batch.load(Ordering::Relaxed),
+            inline: self.inline.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// State of the batch runner: the shared segment's tail, the batch and its metrics.
+/// The thread that runs a batch locks it.
+pub(crate) struct BatchState {
+    tail: SharedTail,
+    batch: Vec<CommitRequest>,
+    // Registered once, because each `histogram!` call looks its key up in the recorder.
+    batch_size: metrics::Histogram,
+    duration: metrics::Histogram,
+    inline: metrics::Counter,
+}
+
+impl BatchState {
+    pub(crate) fn new(max_batch: usize) -> BatchState {
+        BatchState {
+            tail: SharedTail::default(),
+            batch: Vec::with_capacity(max_batch),
+            batch_size: metrics::histogram!("nectar_commit_batch_size"),
+            duration: metrics::histogram!("nectar_commit_duration_seconds"),
+            inline: metrics::counter!("nectar_commit_inline_total"),
+        }
+    }
+
+    /// Runs the requests in `batch`, which started at `started`.
+    fn run(&mut self, shared: &Shared, started: Instant) {
+        let n = self.batch.len() as u64;
+        self.batch_size.record(n as f64);
+        shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+        shared.stats.requests.fetch_add(n, Ordering::Relaxed);
+        shared.stats.max_batch.fetch_max(n, Ordering::Relaxed);
+        process(shared, &mut self.tail, &mut self.batch);
+        self.duration.record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Guard that counts a commit as in flight from `enter` until it is dropped, also
+/// when the commit's future is dropped before it resolves.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    /// Returns the guard, and whether no other commit was in flight.
+    fn enter(count: &'a AtomicUsize) -> (InFlight<'a>, bool) {
+        let before = count.fetch_add(1, Ordering::AcqRel);
+        (InFlight(count), before == 0)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -64,6 +125,13 @@ pub(crate) async fn commit(inner: &Inner, pending: PendingRecord) -> Result<Loca
     }
     let (tx, rx) = oneshot::channel();
     let mut request = CommitRequest { pending: pending.kind, reply: tx };
+    let (_in_flight, alone) = InFlight::enter(&inner.shared.in_flight);
+    if alone && inner.writers.load(Ordering::Relaxed) <= 1 {
+        match commit_inline(inner, request) {
+            Ok(()) => return rx.await.unwrap_or(Err(StoreError::Closed)),
+            Err(back) => request = back,
+        }
+    }
     let mut attempts: u32 = 0;
     loop {
         let sent = {
@@ -93,6 +161,34 @@ pub(crate) async fn commit(inner: &Inner, pending: PendingRecord) -> Result<Loca
     rx.await.unwrap_or(Err(StoreError::Closed))
 }
 
+/// Runs `request` as a batch of one on this thread. Returns the request, for the
+/// queue, when another batch is running.
+///
+/// The caller is the only writer and no other commit is in flight, so no other
+/// request could join the batch. Running it here saves waking the committer thread
+/// and being woken by it: two thread switches per commit. It blocks this thread for
+/// the write and the flush, the time the caller waits for anyway. With several
+/// writers, the committer thread runs the batches, so that the thread of each
+/// writer goes on receiving for the others during a flush.
+fn commit_inline(inner: &Inner, request: CommitRequest) -> Result<(), CommitRequest> {
+    let shared = &inner.shared;
+    let Ok(mut state) = shared.batch_state.try_lock() else { return Err(request) };
+    #[cfg(test)]
+    let Ok(_gate) = shared.gate.try_lock() else { return Err(request) };
+    // `close` sets `closed` before the committer thread's last batch. A commit that
+    // locks the state after that batch reads it as set and writes nothing.
+    if inner.closed.load(Ordering::Acquire) {
+        let _ = request.reply.send(Err(StoreError::Closed));
+        return Ok(());
+    }
+    let started = Instant::now();
+    state.inline.increment(1);
+    shared.stats.inline.fetch_add(1, Ordering::Relaxed);
+    state.batch.push(request);
+    state.run(shared, started);
+    Ok(())
+}
+
 /// The records of one batch in one segment, flushed together.
 pub(crate) struct Group {
     segment: Arc<Segment>,
@@ -116,31 +212,21 @@ impl Group {
 
 /// The committer thread's loop. Returns when every sender is gone and the queue is empty.
 pub(crate) fn run(rx: Receiver<CommitRequest>, shared: Arc<Shared>, max_batch: usize) {
-    let mut batch: Vec<CommitRequest> = Vec::with_capacity(max_batch);
-    let mut tail = SharedTail::default();
-    // Registered once, because each `histogram!` call looks its key up in the recorder.
-    let batch_size = metrics::histogram!("nectar_commit_batch_size");
-    let duration = metrics::histogram!("nectar_commit_duration_seconds");
     while let Ok(first) = rx.recv() {
+        let mut state = lock(&shared.batch_state);
         #[cfg(test)]
         let _gate = shared.gate.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        batch.push(first);
-        while batch.len() < max_batch {
+        state.batch.push(first);
+        while state.batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(r) => state.batch.push(r),
                 Err(_) => break,
             }
         }
-        let n = batch.len() as u64;
-        batch_size.record(n as f64);
-        shared.stats.batches.fetch_add(1, Ordering::Relaxed);
-        shared.stats.requests.fetch_add(n, Ordering::Relaxed);
-        shared.stats.max_batch.fetch_max(n, Ordering::Relaxed);
-        process(&shared, &mut tail, &mut batch);
-        duration.record(started.elapsed().as_secs_f64());
+        state.run(&shared, started);
     }
-    tail.close();
+    lock(&shared.batch_state).tail.close();
     tracing::debug!("segment committer stopped");
 }
 

@@ -27,12 +27,14 @@ mod shared_tail;
 mod writer;
 
 #[cfg(test)]
+mod committer_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -153,6 +155,10 @@ pub(crate) struct Shared {
     buffers: Mutex<Vec<AlignedBuf>>,
     pub(crate) poisoned: AtomicBool,
     pub(crate) stats: committer::StatsCells,
+    /// Held by the thread that runs a batch: the committer thread, or an inline commit.
+    pub(crate) batch_state: Mutex<committer::BatchState>,
+    /// Commits submitted and not yet resolved or dropped.
+    pub(crate) in_flight: AtomicUsize,
     /// Test seam: the committer holds this while it gathers and flushes a batch.
     #[cfg(test)]
     pub(crate) gate: Mutex<()>,
@@ -170,6 +176,8 @@ pub(crate) struct Inner {
     next_sequence: AtomicU64,
     shared: Arc<Shared>,
     closed: AtomicBool,
+    /// Writers alive: a commit runs inline only while there is one.
+    writers: AtomicUsize,
     sender: RwLock<Option<Sender<CommitRequest>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     /// Holds the flock on `segments/.lock` for the life of the store.
@@ -294,6 +302,8 @@ impl Store {
             buffers: Mutex::new(Vec::new()),
             poisoned: AtomicBool::new(false),
             stats: Default::default(),
+            batch_state: Mutex::new(committer::BatchState::new(config.max_commit_batch)),
+            in_flight: AtomicUsize::new(0),
             #[cfg(test)]
             gate: Mutex::new(()),
             #[cfg(test)]
@@ -322,6 +332,7 @@ impl Store {
             next_sequence: AtomicU64::new(recovered.next_sequence),
             shared,
             closed: AtomicBool::new(false),
+            writers: AtomicUsize::new(0),
             sender: RwLock::new(Some(tx)),
             committer: Mutex::new(Some(handle)),
             _lock: recovered.lock,

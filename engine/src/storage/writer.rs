@@ -117,6 +117,7 @@ impl std::fmt::Debug for SegmentWriter {
 
 impl SegmentWriter {
     pub(crate) fn new(inner: Arc<Inner>) -> SegmentWriter {
+        inner.writers.fetch_add(1, Ordering::Relaxed);
         SegmentWriter { inner, segment: None, open: None, buf: AlignedBuf::default() }
     }
 
@@ -309,5 +310,6 @@ impl Drop for SegmentWriter {
         if let Some(seg) = self.segment.take() {
             self.inner.release_segment(seg);
         }
+        self.inner.writers.fetch_sub(1, Ordering::Relaxed);
     }
 }
