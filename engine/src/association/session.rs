@@ -42,8 +42,9 @@ pub(super) struct PendingRequest {
 
 /// A message from the peer while an operation (a query or a retrieve) runs.
 pub(super) enum Incoming {
-    /// A complete command without a data set (C-CANCEL-RQ, C-STORE-RSP).
-    Command { command: Command },
+    /// A complete command without a data set (C-CANCEL-RQ, C-STORE-RSP), boxed
+    /// because it is far larger than the other variants.
+    Command { command: Box<Command> },
     /// The peer sent A-ABORT.
     Aborted,
     /// The peer closed the connection.
@@ -418,7 +419,7 @@ impl Session {
                             "a command with a data set while an operation is running",
                         ));
                     }
-                    return Ok(Incoming::Command { command });
+                    return Ok(Incoming::Command { command: Box::new(command) });
                 }
             }
         }

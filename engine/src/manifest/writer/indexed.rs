@@ -7,6 +7,7 @@
 //! A gap that never closes (an association stopped between its commit and its row)
 //! keeps `indexed_end` below it, and recovery enters the missing record at the next start.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension};
@@ -72,14 +73,13 @@ impl IndexedEnds {
     pub(super) fn plan(&self, conn: &Connection, entered: &[(Location, u64)]) -> rusqlite::Result<HashMap<u64, Progress>> {
         let mut planned: HashMap<u64, Progress> = HashMap::new();
         for (location, record_end) in entered {
-            if !planned.contains_key(&location.segment) {
-                let progress = match self.segments.get(&location.segment) {
+            let progress = match planned.entry(location.segment) {
+                Entry::Occupied(planned) => planned.into_mut(),
+                Entry::Vacant(slot) => slot.insert(match self.segments.get(&location.segment) {
                     Some(known) => known.clone(),
                     None => Progress { end: stored_end(conn, location.segment)?, ahead: BTreeMap::new() },
-                };
-                planned.insert(location.segment, progress);
-            }
-            let progress = planned.get_mut(&location.segment).expect("inserted above");
+                }),
+            };
             progress.enter(location.offset, *record_end);
         }
         Ok(planned)
