@@ -1,6 +1,7 @@
 //! The writer's side of deletion.
 
-use super::{gc_series, now_ms, StudyTouch, Writer};
+use super::hierarchy::gc_series;
+use super::{now_ms, StudyTouch, Writer};
 use crate::manifest::delete::{self, DeleteScope};
 use crate::manifest::outbox;
 
