@@ -64,15 +64,16 @@ def parse_args(argv):
                         help=f"smoke test: 1 round, instance counts divided by {QUICK_DIVISOR}, smaller ceilings")
     parser.add_argument("--out", help="results file (default bench/results-DATE.md)")
     parser.add_argument("--update-results", action="store_true", help="also rewrite bench/RESULTS.md")
-    parser.add_argument("--profile", help="pass --profile NAME to nectar serve and pin nectar to the "
-                        "cores of capacity-profiles/NAME.yaml with taskset")
+    parser.add_argument("--profile", help="pass the path of capacity-profiles/NAME.yaml to nectar serve "
+                        "--profile and pin nectar to the profile's cores with taskset")
     parser.add_argument("--update-profile", action="store_true",
-                        help="with --profile: write nectar's small-8 instances/s and large-4 MB/s medians "
-                             "into the profile's measured: block")
+                        help="with --profile: write nectar's small-8 instances/s and large-4 MB/s medians, "
+                             "the date, the machine and the command into the profile's measured: block")
     parser.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")),
                         help="cargo target directory with release/nectar and release/nectar-load "
                         "(default $CARGO_TARGET_DIR or target)")
-    parser.add_argument("--tmp-dir", help="parent of the per-run data directories (default: the system temp dir)")
+    parser.add_argument("--tmp-dir", help="parent of the per-run data directories and of the ceiling "
+                        "measurements' files (default: the system temp dir)")
     parser.add_argument("--note", action="append", default=[],
                         help="sentence to add to the notes of the results (repeatable)")
     parser.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed run")
