@@ -74,16 +74,6 @@ impl Report {
         per_instance_us(self.cpu.total(), self.sent)
     }
 
-    /// Formats `cpu_us_per_instance` as a JSON number, or as `null` when no
-    /// instance was sent, like the "n/a" of the text output.
-    fn cpu_us_per_instance_json(&self) -> String {
-        if self.sent == 0 {
-            "null".to_string()
-        } else {
-            format!("{:.3}", self.cpu_us_per_instance())
-        }
-    }
-
     /// Human-readable lines.
     pub fn to_text(&self) -> String {
         let ms = |us: u32| f64::from(us) / 1000.0;
@@ -165,77 +155,46 @@ impl Report {
 
     /// One JSON object.
     pub fn to_json(&self) -> String {
-        let strings = |v: &[String]| {
-            v.iter()
-                .map(|s| json_string(s))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        format!(
-            concat!(
-                "{{\"ok\":{},\"host\":{},\"port\":{},\"called_ae\":{},",
-                "\"associations\":{},\"associations_established\":{},\"templates\":{},\"studies\":{},",
-                "\"instances\":{},\"sent\":{},\"not_sent\":{},\"successes\":{},\"warnings\":{},\"failures\":{},",
-                "\"dataset_bytes\":{},\"elapsed_s\":{:.6},\"instances_per_s\":{:.3},\"mb_per_s\":{:.3},",
-                "\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{},\"count\":{}}},",
-                "\"cpu_s\":{:.6},\"cpu_user_s\":{:.6},\"cpu_sys_s\":{:.6},\"cpu_us_per_instance\":{},",
-                "\"association_errors\":[{}],\"failure_samples\":[{}]}}"
-            ),
-            self.ok(),
-            json_string(&self.host),
-            self.port,
-            json_string(&self.called_ae),
-            self.associations_requested,
-            self.associations_established,
-            self.templates,
-            self.studies,
-            self.instances_requested,
-            self.sent,
-            self.instances_requested.saturating_sub(self.sent),
-            self.successes,
-            self.warnings,
-            self.failures,
-            self.dataset_bytes,
-            self.elapsed.as_secs_f64(),
-            self.instances_per_sec(),
-            self.mb_per_sec(),
-            self.latency_us(0.50),
-            self.latency_us(0.99),
-            self.latencies_us.last().copied().unwrap_or(0),
-            self.latencies_us.len(),
-            self.cpu.total().as_secs_f64(),
-            self.cpu.user.as_secs_f64(),
-            self.cpu.system.as_secs_f64(),
-            self.cpu_us_per_instance_json(),
-            strings(&self.association_errors),
-            strings(&self.failure_samples),
-        )
+        // Null when nothing was sent, like the "n/a" of the text output.
+        let cpu_us_per_instance = (self.sent > 0).then(|| self.cpu_us_per_instance());
+        serde_json::json!({
+            "ok": self.ok(),
+            "host": self.host,
+            "port": self.port,
+            "called_ae": self.called_ae,
+            "associations": self.associations_requested,
+            "associations_established": self.associations_established,
+            "templates": self.templates,
+            "studies": self.studies,
+            "instances": self.instances_requested,
+            "sent": self.sent,
+            "not_sent": self.instances_requested.saturating_sub(self.sent),
+            "successes": self.successes,
+            "warnings": self.warnings,
+            "failures": self.failures,
+            "dataset_bytes": self.dataset_bytes,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "instances_per_s": self.instances_per_sec(),
+            "mb_per_s": self.mb_per_sec(),
+            "latency_us": {
+                "p50": self.latency_us(0.50),
+                "p99": self.latency_us(0.99),
+                "max": self.latencies_us.last().copied().unwrap_or(0),
+                "count": self.latencies_us.len(),
+            },
+            "cpu_s": self.cpu.total().as_secs_f64(),
+            "cpu_user_s": self.cpu.user.as_secs_f64(),
+            "cpu_sys_s": self.cpu.system.as_secs_f64(),
+            "cpu_us_per_instance": cpu_us_per_instance,
+            "association_errors": self.association_errors,
+            "failure_samples": self.failure_samples,
+        })
+        .to_string()
     }
 }
 
 fn per_instance_us(d: Duration, instances: u64) -> f64 {
     d.as_secs_f64() * 1e6 / instances.max(1) as f64
-}
-
-/// A JSON string literal.
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -264,21 +223,26 @@ mod tests {
             cpu,
             ..Report::default()
         };
-        let json = none_sent.to_json();
-        assert!(json.contains("\"cpu_us_per_instance\":null,"), "{json}");
-        assert!(json.contains("\"cpu_s\":0.000086,"), "{json}");
+        let json: serde_json::Value = serde_json::from_str(&none_sent.to_json()).unwrap();
+        assert!(json["cpu_us_per_instance"].is_null(), "{json}");
+        assert_eq!(json["cpu_s"].as_f64(), Some(0.000086), "{json}");
 
         let two_sent = Report {
             cpu,
             sent: 2,
             ..Report::default()
         };
-        let json = two_sent.to_json();
-        assert!(json.contains("\"cpu_us_per_instance\":43.000,"), "{json}");
+        let json: serde_json::Value = serde_json::from_str(&two_sent.to_json()).unwrap();
+        assert_eq!(json["cpu_us_per_instance"].as_f64(), Some(43.0), "{json}");
     }
 
     #[test]
-    fn json_escapes() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    fn json_escapes_strings() {
+        let report = Report {
+            association_errors: vec!["a\"b\\c\n\u{1}".to_owned()],
+            ..Report::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["association_errors"][0], "a\"b\\c\n\u{1}");
     }
 }
