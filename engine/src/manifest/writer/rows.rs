@@ -1,6 +1,7 @@
 //! Entering one record's row: the instance, the copy it replaces or that
 //! replaces it, and its patient, study and series.
 
+use rusqlite::types::ToSql;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::hierarchy::{gc_series, seq_i64, upsert_hierarchy};
@@ -76,24 +77,7 @@ pub(super) fn apply_row(
         }
         None => {
             let series_pk = upsert_hierarchy(conn, r, memo)?;
-            statements.insert_instance.execute(params![
-                r.sop_instance_uid,
-                series_pk,
-                r.sop_class_uid,
-                r.transfer_syntax_uid,
-                r.instance_number,
-                r.rows,
-                r.columns,
-                r.bits_allocated,
-                r.number_of_frames,
-                r.location.segment,
-                r.location.offset,
-                r.location.length,
-                r.record_end,
-                r.sequence,
-                r.received_at_ms,
-                r.calling_ae_title,
-            ])?;
+            statements.insert_instance.execute(instance_params(&r.sop_instance_uid, &series_pk, r))?;
             Ok(Outcome::Inserted)
         }
         Some(e) if e.sequence == r.sequence => Ok(Outcome::AlreadyPresent),
@@ -114,24 +98,7 @@ pub(super) fn apply_row(
                        record_end = ?13, sequence = ?14, received_at_ms = ?15, calling_ae_title = ?16
                    WHERE id = ?1"#,
             )?
-            .execute(params![
-                e.id,
-                series_pk,
-                r.sop_class_uid,
-                r.transfer_syntax_uid,
-                r.instance_number,
-                r.rows,
-                r.columns,
-                r.bits_allocated,
-                r.number_of_frames,
-                r.location.segment,
-                r.location.offset,
-                r.location.length,
-                r.record_end,
-                r.sequence,
-                r.received_at_ms,
-                r.calling_ae_title,
-            ])?;
+            .execute(instance_params(&e.id, &series_pk, r))?;
             if e.series_pk != series_pk {
                 memo.clear(conn)?;
                 gc_series(conn, e.series_pk)?;
@@ -160,6 +127,29 @@ pub(super) fn apply_row(
             }
         }
     }
+}
+
+/// Returns the parameters of the insert and of the update of an instance row:
+/// `key` (?1), then the series and the record's columns (?2 to ?16).
+fn instance_params<'a>(key: &'a dyn ToSql, series_pk: &'a i64, r: &'a InstanceRecord) -> [&'a dyn ToSql; 16] {
+    [
+        key,
+        series_pk,
+        &r.sop_class_uid,
+        &r.transfer_syntax_uid,
+        &r.instance_number,
+        &r.rows,
+        &r.columns,
+        &r.bits_allocated,
+        &r.number_of_frames,
+        &r.location.segment,
+        &r.location.offset,
+        &r.location.length,
+        &r.record_end,
+        &r.sequence,
+        &r.received_at_ms,
+        &r.calling_ae_title,
+    ]
 }
 
 /// Returns whether the record with this sequence was entered and then
