@@ -6,14 +6,17 @@ use super::tests::{payload, put, reopen, rt, small};
 use super::*;
 
 #[test]
-fn a_lone_writer_commits_inline() {
+fn lone_writer_commits_inline() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
     let mut w = store.new_writer();
     // One staged record, and one over the staging limit in the writer's own segment.
     let written = rt().block_on(async { vec![put(&store, &mut w, 500).await, put(&store, &mut w, 300_000).await] });
     let stats = store.commit_stats();
-    assert_eq!((stats.inline, stats.requests, stats.batches, stats.flushes), (2, 2, 2, 2), "{stats:?}");
+    assert_eq!(stats.inline, 2, "{stats:?}");
+    assert_eq!(stats.requests, 2, "{stats:?}");
+    assert_eq!(stats.batches, 2, "{stats:?}");
+    assert_eq!(stats.flushes, 2, "{stats:?}");
     drop(w);
     store.close().unwrap();
     drop(store);
@@ -25,7 +28,7 @@ fn a_lone_writer_commits_inline() {
 }
 
 #[test]
-fn with_two_writers_the_committer_thread_runs_the_batch() {
+fn two_writers_use_committer_thread() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
     let mut a = store.new_writer();
@@ -33,17 +36,19 @@ fn with_two_writers_the_committer_thread_runs_the_batch() {
     let (loc, seq) = rt().block_on(put(&store, &mut a, 500));
     assert_eq!(store.read(loc).unwrap().bytes(), &payload(seq, 500)[..]);
     let stats = store.commit_stats();
-    assert_eq!((stats.inline, stats.requests), (0, 1), "{stats:?}");
+    assert_eq!(stats.inline, 0, "{stats:?}");
+    assert_eq!(stats.requests, 1, "{stats:?}");
     // Once the other writer is gone, the next commit runs inline.
     drop(b);
     rt().block_on(put(&store, &mut a, 500));
     let stats = store.commit_stats();
-    assert_eq!((stats.inline, stats.requests), (1, 2), "{stats:?}");
+    assert_eq!(stats.inline, 1, "{stats:?}");
+    assert_eq!(stats.requests, 2, "{stats:?}");
 }
 
 #[test]
 #[allow(clippy::await_holding_lock)] // the batch state is held on purpose while the commit waits
-fn a_lone_commit_queues_while_a_batch_runs() {
+fn lone_commit_queues_during_batch() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small(1 << 20)).unwrap();
     let mut w = store.new_writer();
@@ -60,5 +65,7 @@ fn a_lone_commit_queues_while_a_batch_runs() {
     });
     assert_eq!(store.read(loc).unwrap().bytes(), &payload(seq, 700)[..]);
     let stats = store.commit_stats();
-    assert_eq!((stats.inline, stats.requests, stats.batches), (0, 1, 1), "{stats:?}");
+    assert_eq!(stats.inline, 0, "{stats:?}");
+    assert_eq!(stats.requests, 1, "{stats:?}");
+    assert_eq!(stats.batches, 1, "{stats:?}");
 }

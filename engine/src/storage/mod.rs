@@ -155,9 +155,10 @@ pub(crate) struct Shared {
     buffers: Mutex<Vec<AlignedBuf>>,
     pub(crate) poisoned: AtomicBool,
     pub(crate) stats: committer::StatsCells,
-    /// Held by the thread that runs a batch: the committer thread, or an inline commit.
+    /// State of the batch runner, locked by the thread that runs a batch: the committer
+    /// thread, or an inline commit.
     pub(crate) batch_state: Mutex<committer::BatchState>,
-    /// Commits submitted and not yet resolved or dropped.
+    /// Count of the commits submitted and not yet resolved or dropped.
     pub(crate) in_flight: AtomicUsize,
     /// Test seam: the committer holds this while it gathers and flushes a batch.
     #[cfg(test)]
@@ -176,7 +177,7 @@ pub(crate) struct Inner {
     next_sequence: AtomicU64,
     shared: Arc<Shared>,
     closed: AtomicBool,
-    /// Writers alive: a commit runs inline only while there is one.
+    /// Count of the live writers. A commit runs inline only while there is at most one.
     writers: AtomicUsize,
     sender: RwLock<Option<Sender<CommitRequest>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
